@@ -1,0 +1,105 @@
+r"""The one denoiser contract: :math:`D(x_t, t, **cond) \to \hat x_0`.
+
+:class:`Denoiser` turns a network that knows nothing of diffusion into D, given a schedule and
+the network's parameterisation (see :mod:`difflab.denoisers.param`).  Samplers, losses, guidance
+and metrics only ever see D; :func:`eps_hat`, :func:`v_hat` and :func:`score_hat` derive the other
+quantities from it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..process.forward import expand
+from ..process.schedules import Schedule
+from . import param
+
+__all__ = ["Denoiser", "eps_hat", "v_hat", "score_hat", "NFECounter", "as_time"]
+
+
+def as_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """A time value (scalar or per sample) as a float64 tensor of shape ``(B,)``."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t
+
+
+class Denoiser(nn.Module):
+    r""":math:`D(x_t, t) = \hat x_0` from ``net(c_in x_t, timestep(t), **cond)``.
+
+    Args:
+        net: a module ``net(x, timestep, **cond) -> out`` with ``out.shape == x.shape``.
+        schedule: the :class:`~difflab.process.Schedule` the network was trained with.
+        prediction: what ``net`` predicts: ``eps``, ``x0``, ``v``, ``score`` or ``edm``.
+        clip_x0: clamp :math:`\hat x_0` to ``[-clip_x0, clip_x0]`` (DDPM's ``clip_sample``); None: off.
+        sigma_data: data standard deviation used by ``edm`` preconditioning and by the input scaling
+            :math:`c_{in} = 1/\sqrt{\alpha^2\sigma_d^2 + \sigma^2}` of variance-exploding schedules
+            (VP schedules feed :math:`x_t` unscaled, as DDPM does).
+    """
+
+    def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps",
+                 clip_x0: float | None = None, sigma_data: float = 0.5):
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+        self.prediction = param.check_prediction(prediction)
+        self.clip_x0 = clip_x0
+        self.sigma_data = sigma_data
+
+    def c_in(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        if self.prediction == "edm":
+            return param.edm_coefficients(alpha, sigma, self.sigma_data)[2]
+        if self.schedule.variance_preserving:
+            return torch.ones_like(alpha)
+        return 1.0 / (alpha**2 * self.sigma_data**2 + sigma**2).sqrt()
+
+    def raw(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        """The network output in its own parameterisation (what the training loss compares)."""
+        t = as_time(t, x_t)
+        a, s = self.schedule.alpha_sigma(t)
+        x_in = expand(self.c_in(a, s), x_t) * x_t
+        return self.net(x_in, self.schedule.timestep(t).to(torch.float32), **cond)
+
+    def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        t = as_time(t, x_t)
+        a, s = self.schedule.alpha_sigma(t)
+        out = self.raw(x_t, t, **cond).to(x_t.dtype)
+        x0 = param.to_x0(self.prediction, out, x_t, expand(a, x_t), expand(s, x_t), self.sigma_data)
+        if self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        return x0
+
+
+def eps_hat(schedule: Schedule, x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
+    r""":math:`\hat\epsilon = (x_t - \alpha_t\hat x_0)/\sigma_t`."""
+    a, s = schedule.alpha_sigma(as_time(t, x_t))
+    return param.eps_from_x0(x0_hat, x_t, expand(a, x_t), expand(s, x_t))
+
+
+def v_hat(schedule: Schedule, x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
+    r""":math:`\hat v = \alpha_t\hat\epsilon - \sigma_t\hat x_0`."""
+    a, s = schedule.alpha_sigma(as_time(t, x_t))
+    a, s = expand(a, x_t), expand(s, x_t)
+    return param.v_from_x0_eps(x0_hat, param.eps_from_x0(x0_hat, x_t, a, s), a, s)
+
+
+def score_hat(schedule: Schedule, x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
+    r"""Tweedie: :math:`\nabla\log p_t(x_t) \approx (\alpha_t\hat x_0 - x_t)/\sigma_t^2 = -\hat\epsilon/\sigma_t`."""
+    a, s = schedule.alpha_sigma(as_time(t, x_t))
+    a, s = expand(a, x_t), expand(s, x_t)
+    return param.score_from_eps(param.eps_from_x0(x0_hat, x_t, a, s), s)
+
+
+class NFECounter(nn.Module):
+    """Wraps a denoiser and counts its calls (network function evaluations), never assumed."""
+
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        self.denoiser = denoiser
+        self.schedule = denoiser.schedule
+        self.nfe = 0
+
+    def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
+        self.nfe += 1
+        return self.denoiser(x_t, t, **cond)

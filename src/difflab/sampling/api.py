@@ -1,0 +1,123 @@
+"""High-level sampling: seeded noise, batching, NFE counting and a progress bar."""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..denoisers.denoiser import NFECounter
+from ..errors import DifflabError
+from .grids import time_grid
+from .noise import SampleNoise
+from .samplers import SAMPLERS
+
+__all__ = ["sample", "sample_one_batch", "SampleResult"]
+
+
+@dataclass
+class SampleResult:
+    x: Tensor                       # (n, *shape), float32, the sampler's output (not clamped)
+    nfe: int                        # network evaluations per sample, counted
+    seconds: float
+    ts: Tensor
+    trajectory: dict[str, Any] = field(default_factory=dict)
+
+
+def get_sampler(name: str):
+    if name not in SAMPLERS:
+        raise DifflabError(f"unknown sampler {name!r}; choose from {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]
+
+
+def sampler_options(name: str) -> list[str]:
+    """The keyword options a sampler takes (besides generator and callback)."""
+    sig = inspect.signature(get_sampler(name).fn)
+    return [p.name for p in sig.parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback")]
+
+
+def check_options(name: str, opts: dict[str, Any]) -> None:
+    known = sampler_options(name)
+    for k in opts:
+        if k not in known:
+            raise DifflabError(f"sampler {name!r} has no option {k!r}; its options: {', '.join(known) or 'none'}")
+
+
+def prior_noise(denoiser, noise: SampleNoise, shape: tuple[int, ...], t0: Tensor) -> Tensor:
+    """x_T: standard normal for VP schedules (as DDPM), sigma(t_0) times it for VE ones."""
+    z = noise.randn(shape)
+    if denoiser.schedule.variance_preserving:
+        return z
+    return z * float(denoiser.schedule.sigma(t0))
+
+
+def sample_one_batch(denoiser, indices: range, shape: tuple[int, ...], sampler: str, ts: Tensor, seed: int,
+                     callback: Callable | None = None, **opts: Any) -> Tensor:
+    """Samples ``indices`` of the run with ``seed`` (each from its own noise stream)."""
+    noise = SampleNoise(seed, indices)
+    x_T = prior_noise(denoiser, noise, shape, ts[0])
+    return get_sampler(sampler).fn(denoiser, x_T, ts, generator=noise, callback=callback, **opts)
+
+
+@torch.no_grad()
+def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler: str = "ddim", steps: int = 50,
+           grid: str = "default", seed: int = 0, batch_size: int = 256, progress: bool = True,
+           trajectory: list[int] | None = None, trajectory_n: int = 8, ts: Tensor | None = None,
+           cond: dict[str, Any] | None = None, **opts: Any) -> SampleResult:
+    """Draw ``n`` samples; sample i depends only on (seed, i).
+
+    Args:
+        denoiser: ``D(x_t, t) -> x0_hat`` with ``.schedule`` (and ``.data_shape`` if ``shape`` is None).
+        sampler: a name from :data:`SAMPLERS`; ``opts`` go to it (e.g. ``eta``), checked by name.
+        cond: conditioning passed to the denoiser (e.g. class labels), per batch.
+        steps, grid: the time grid (:func:`~.grids.time_grid`), unless ``ts`` is given.
+        trajectory: step indices at which to keep ``x`` and ``x0_hat`` of the first ``trajectory_n``
+            samples (returned in ``result.trajectory``).
+    """
+    info = get_sampler(sampler)
+    check_options(sampler, opts)
+    shape = tuple(shape or denoiser.data_shape)
+    if n < 1:
+        raise DifflabError(f"number of samples must be >= 1, got {n}")
+    if ts is None:
+        ts = time_grid(denoiser.schedule, steps, grid)
+    counter = NFECounter(denoiser)
+    was_training = getattr(denoiser, "training", False)
+    if hasattr(denoiser, "eval"):
+        denoiser.eval()
+    keep = set(trajectory or [])
+    traj: dict[str, Any] = {"steps": [], "t": [], "x": [], "x0_hat": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n * (len(ts) - 1), desc=f"sampling {sampler}", unit="img-step", leave=False)
+    out, start = [], time.perf_counter()
+    nfe_per_sample = 0
+    for b0 in range(0, n, batch_size):
+        idx = range(b0, min(n, b0 + batch_size))
+        counter.nfe = 0
+
+        def cb(d: dict[str, Any]) -> None:
+            if bar is not None:
+                bar.update(len(idx))
+            if b0 == 0 and d["i"] in keep:
+                traj["steps"].append(d["i"])
+                traj["t"].append(float(d["t"]))
+                traj["x"].append(d["x"][:trajectory_n].clone())
+                traj["x0_hat"].append(d["x0_hat"][:trajectory_n].clone())
+
+        batch_cond = {k: v[b0:b0 + len(idx)] for k, v in (cond or {}).items()}
+        out.append(sample_one_batch(counter, idx, shape, sampler, ts, seed, callback=cb, **opts, **batch_cond))
+        nfe_per_sample = counter.nfe
+    if bar is not None:
+        bar.close()
+    if was_training:
+        denoiser.train()
+    x = torch.cat(out).float()
+    if nfe_per_sample == 0 and info.nfe_per_step:
+        raise RuntimeError("sampler made no network evaluations")
+    return SampleResult(x, nfe_per_sample, time.perf_counter() - start, ts, traj if keep else {})

@@ -1,0 +1,251 @@
+"""The training loop: AdamW, EMA, gradient clipping, LR warm-up, optional bf16 autocast,
+a step or wall-clock budget, JSONL logs, sample grids, atomic checkpoints, resume and Ctrl-C.
+
+Randomness: one ``torch.Generator`` seeded with ``seed`` draws every batch index, t and noise, and
+the global RNG (dropout) is seeded too; both states are checkpointed, so a resumed run continues
+the same random streams.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.images import ImageData
+from ..denoisers.denoiser import Denoiser
+from ..errors import DifflabError
+from ..losses import WEIGHTINGS, denoising_loss
+from .checkpoint import _tensors_to_state, atomic_write_text, load_checkpoint, save_checkpoint
+from .ema import EMA
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None          # total optimisation steps (counted across resumes)
+    minutes: float | None = None      # wall-clock budget of this invocation
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 200                 # linear LR warm-up steps
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
+    min_snr_gamma: float = 5.0
+    bf16: bool = False
+    seed: int = 0
+    log_every: int = 25
+    sample_every: int = 1000          # steps between sample grids (0: only at the end)
+    sample_n: int = 64
+    sample_steps: int = 50            # DDIM steps for the grids
+    ckpt_every_minutes: float = 5.0   # also saved at the end and on Ctrl-C
+    keep: int = 3
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise DifflabError("give a training budget: steps or minutes")
+        if self.steps is not None and self.steps < 1:
+            raise DifflabError(f"steps must be >= 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise DifflabError(f"minutes must be > 0, got {self.minutes}")
+        if self.batch_size < 1:
+            raise DifflabError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise DifflabError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        if self.weighting not in WEIGHTINGS:
+            raise DifflabError(f"unknown loss weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    seconds: float
+    it_per_s: float
+    final_loss: float
+    interrupted: bool
+    checkpoint: Path | None
+    ema: Denoiser | None = None       # the EMA denoiser, ready to sample from
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Interrupt:
+    """Turns SIGINT into a flag checked between steps, so a step is never cut in half."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.old: Any = None
+
+    def __enter__(self) -> "_Interrupt":
+        try:
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self.old = None
+        return self
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        if self.hit:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: TrainConfig | None = None,
+          resume: bool = False, **overrides: Any) -> TrainResult:
+    """Train ``denoiser`` on ``data`` into the run folder ``out``.
+
+    ``overrides`` are :class:`TrainConfig` fields (``train(den, data, "runs/x", steps=2000)``).
+    With ``resume=True`` the latest checkpoint in ``out`` is loaded (weights, EMA, optimizer,
+    step, random streams) and training continues from its step.
+    """
+    cfg = config or TrainConfig()
+    if overrides:
+        unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
+        if unknown:
+            raise DifflabError(f"unknown training options: {', '.join(sorted(unknown))}")
+        cfg = TrainConfig(**{**asdict(cfg), **overrides})
+    cfg.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = data.shape
+    if hasattr(denoiser.net, "check_input"):
+        denoiser.net.check_input(shape)
+    denoiser.data_shape = shape
+
+    net = denoiser.net
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(net, cfg.ema_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    step = 0
+    if resume:
+        ck = load_checkpoint(out)
+        if list(ck.config["data_shape"]) != list(shape):
+            raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
+        net.load_state_dict(ck.tensors("model.safetensors"))
+        ema.model.load_state_dict(ck.tensors("ema.safetensors"))
+        state = ck.tensors("train_state.safetensors")
+        opt.load_state_dict(_tensors_to_state(state, ck.config["optimizer_param_groups"]))
+        gen.set_state(state["rng.train"])
+        torch.set_rng_state(state["rng.global"])
+        step = ck.step
+        ema.updates = int(state["ema.updates"])
+        print(f"resumed from {ck.path} at step {step}")
+    if cfg.steps is not None and step >= cfg.steps:
+        raise DifflabError(f"run {out} is already at step {step} >= steps={cfg.steps}; raise --steps to continue")
+
+    ema_den = Denoiser(ema.model, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
+    ema_den.data_shape = shape
+    log_path = out / "log.jsonl"
+    train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    train_info["data"] = {"name": data.name, "n": len(data), **data.info}
+    atomic_write_text(out / "run.json", json.dumps({"training": train_info}, indent=1))
+
+    def save() -> Path:
+        extra = {"rng.train": gen.get_state(), "rng.global": torch.get_rng_state(),
+                 "ema.updates": torch.tensor(ema.updates)}
+        return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt, extra_state=extra,
+                               training=train_info, keep=cfg.keep)
+
+    def write_samples(tag: str) -> None:
+        from ..sampling import sample
+        from ..viz import save_grid
+        res = sample(ema_den, n=cfg.sample_n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed,
+                     progress=False)
+        save_grid(res.x, out / "samples" / f"{tag}.png")
+
+    budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+        if cfg.steps is not None and budget_s is None:
+            bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", dynamic_ncols=True)
+        else:
+            bar = tqdm(total=int(budget_s), desc="training", unit="s", dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+    x_all = data.x
+    history: list[dict[str, Any]] = []
+    start = last_ckpt = time.perf_counter()
+    start_step, loss_acc, n_acc, t_log, s_log = step, 0.0, 0, start, step
+    interrupted, ckpt_path, last_loss = False, None, float("nan")
+    net.train()
+    with _Interrupt() as intr, open(log_path, "a") as log:
+        while True:
+            now = time.perf_counter()
+            if cfg.steps is not None and step >= cfg.steps:
+                break
+            if budget_s is not None and now - start >= budget_s:
+                break
+            if intr.hit:
+                interrupted = True
+                break
+            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
+            x0 = x_all[idx]
+            t = denoiser.schedule.sample_t(cfg.batch_size, generator=gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            lr = _lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma).mean()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            opt.step()
+            ema.update(net)
+            step += 1
+            last_loss = loss.item()
+            loss_acc, n_acc = loss_acc + last_loss, n_acc + 1
+            now = time.perf_counter()
+            if step % cfg.log_every == 0:
+                rate = (step - s_log) / max(now - t_log, 1e-9)
+                rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": float(gnorm),
+                       "it_s": rate, "elapsed_s": now - start}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                history.append(rec)
+                loss_acc, n_acc, t_log, s_log = 0.0, 0, now, step
+            if bar is not None:
+                rate = (step - start_step) / max(now - start, 1e-9)
+                bar.set_postfix(step=step, loss=f"{last_loss:.4f}", it_s=f"{rate:.2f}", refresh=False)
+                if bar.unit == "s":
+                    bar.n = min(now - start, budget_s)
+                    bar.refresh()
+                else:
+                    bar.update(1)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                write_samples(f"step_{step:07d}")
+                net.train()
+            if now - last_ckpt >= 60.0 * cfg.ckpt_every_minutes:
+                ckpt_path = save()
+                last_ckpt = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - start
+        if step > start_step or ckpt_path is None:
+            ckpt_path = save()
+        if interrupted:
+            print(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; continue with --resume")
+        else:
+            write_samples(f"step_{step:07d}")
+    return TrainResult(step, elapsed, (step - start_step) / max(elapsed, 1e-9), last_loss, interrupted,
+                       ckpt_path, ema_den.eval(), history)

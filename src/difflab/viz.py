@@ -1,0 +1,150 @@
+"""Pictures: image grids (PIL), and figures of schedules, the forward process and reverse
+trajectories (matplotlib, an optional dependency imported here only)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data.images import to_uint8
+from .errors import DifflabError
+from .process.forward import q_sample
+from .process.schedules import Schedule
+
+__all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure"]
+
+
+def _upscale(h: int) -> int:
+    return max(1, 64 // h) if h < 32 else 1
+
+
+def grid_array(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int | None = None) -> np.ndarray:
+    """Images in [-1, 1] ``(N, C, H, W)`` -> one uint8 array ``(H', W', C)`` (C = 1 or 3)."""
+    if x.ndim != 4:
+        raise DifflabError(f"a grid needs images of shape (N, C, H, W), got {tuple(x.shape)}")
+    a = to_uint8(x)
+    n, c, h, w = a.shape
+    scale = scale or _upscale(h)
+    if scale > 1:
+        a = a.repeat(scale, axis=2).repeat(scale, axis=3)
+        h, w = h * scale, w * scale
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    out = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = \
+            a[k].transpose(1, 2, 0)
+    return out
+
+
+def save_grid(x: Tensor, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Save images in [-1, 1] as a PNG grid (small images are upscaled, nearest neighbour)."""
+    from PIL import Image
+
+    arr = grid_array(x, nrow, scale=scale)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    return path
+
+
+def _plt():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DifflabError("figures need matplotlib: pip install 'difflab[plot]'") from None
+    return plt
+
+
+def _show(ax, img: Tensor) -> None:
+    a = to_uint8(img[None])[0]
+    if a.shape[0] == 1:
+        ax.imshow(a[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(a.transpose(1, 2, 0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_schedules(schedules: dict[str, Schedule], path: str | os.PathLike, n: int = 501) -> Path:
+    """alpha_bar(t) = alpha_t^2 / (alpha_t^2 + sigma_t^2) and log-SNR(t) for each schedule, side by side."""
+    plt = _plt()
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, s in schedules.items():
+        lam = s.logsnr(t)
+        ax1.plot(t, torch.sigmoid(lam), label=name)  # = alpha_bar for VP schedules
+        ax2.plot(t, lam.clamp(-25, 25), label=name)
+    ax1.set(xlabel="t", ylabel=r"$\bar\alpha(t)$ = signal fraction", title="signal kept")
+    ax2.set(xlabel="t", ylabel=r"log-SNR $\lambda(t)$ (clipped to ±25)", title="log signal-to-noise ratio")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def forward_figure(x0: Tensor, schedules: dict[str, Schedule], ts: Sequence[float], path: str | os.PathLike,
+                   seed: int = 0) -> Path:
+    """Rows: each image under each schedule; columns: x_t at the times ``ts`` (same noise for all)."""
+    plt = _plt()
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(x0.shape, generator=g)
+    rows = [(name, i) for name in schedules for i in range(len(x0))]
+    fig, axes = plt.subplots(len(rows), len(ts), figsize=(1.3 * len(ts) + 1.2, 1.3 * len(rows) + 0.4), squeeze=False)
+    for r, (name, i) in enumerate(rows):
+        s = schedules[name]
+        for c, t in enumerate(ts):
+            x_t = q_sample(s, x0[i:i + 1], float(t), eps=eps[i:i + 1])
+            ax = axes[r, c]
+            a, sg = s.alpha_sigma(torch.tensor(float(t)))
+            _show(ax, x_t[0] / float((a**2 + sg**2).sqrt()))  # unit variance for VE schedules too
+            if r == 0:
+                ax.set_title(f"t={t:g}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle(r"forward process $x_t = \alpha_t x_0 + \sigma_t \epsilon$ (same $\epsilon$ everywhere)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
+    """For each of ``n`` samples, a row of x_t and a row of x0_hat at the recorded steps."""
+    plt = _plt()
+    steps = len(traj["steps"])
+    if steps == 0:
+        raise DifflabError("no trajectory steps were recorded")
+    n = min(n, traj["x"][0].shape[0])
+    fig, axes = plt.subplots(2 * n, steps, figsize=(1.2 * steps + 1.2, 2.4 * n + 0.4), squeeze=False)
+    for k in range(n):
+        for c in range(steps):
+            for j, key in enumerate(("x", "x0_hat")):
+                ax = axes[2 * k + j, c]
+                _show(ax, traj[key][c][k].clamp(-1, 1))
+                if k == 0 and j == 0:
+                    ax.set_title(f"t={traj['t'][c]:.3f}", fontsize=7)
+                if c == 0:
+                    ax.set_ylabel("$x_t$" if j == 0 else r"$\hat x_0$", fontsize=8)
+    fig.suptitle(r"reverse process: state $x_t$ and the denoiser's estimate $\hat x_0$", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
