@@ -6,6 +6,7 @@ from difflab.denoisers import Denoiser, GaussianDenoiser
 from difflab.nn import UNet
 from difflab.process import get_schedule
 from difflab.sampling import discrete_timesteps, sample, sample_ddim, sample_ddpm, time_grid
+from oracle_net import OracleEpsNet
 
 
 def gaussian_oracle(schedule, D=3, seed=0):
@@ -88,7 +89,8 @@ def test_nfe_is_counted():
 def test_ddpm_matches_diffusers(steps):
     diffusers = pytest.importorskip("diffusers")
     sch = get_schedule("linear", T=1000)
-    den = _tiny_eps_denoiser(sch)
+    net = OracleEpsNet(sch)
+    den = Denoiser(net, sch, "eps", clip_x0=1.0)
     ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
                                   variance_type="fixed_small")
     ref.set_timesteps(steps)
@@ -97,7 +99,7 @@ def test_ddpm_matches_diffusers(steps):
     x = x_T.clone()
     with torch.no_grad():
         for t in ref.timesteps:
-            eps = den.net(x, t.float().expand(4))
+            eps = net(x, t.float().expand(4))
             x = ref.step(eps, t, x, generator=g).prev_sample
         ours = sample_ddpm(den, x_T, time_grid(sch, steps), generator=torch.Generator().manual_seed(7))
     assert torch.equal(ref.timesteps, discrete_timesteps(1000, steps, "leading"))
@@ -120,8 +122,8 @@ def test_ddim_matches_diffusers(eta, spacing, clip):
     table's last alpha_bar (about 1e-9) would amplify float32 rounding in unclipped x0 by 3e4."""
     diffusers = pytest.importorskip("diffusers")
     sch = get_schedule("linear", T=1000)
-    den = _tiny_eps_denoiser(sch)
-    den.clip_x0 = 1.0 if clip else None
+    net = OracleEpsNet(sch)
+    den = Denoiser(net, sch, "eps", clip_x0=1.0 if clip else None)
     ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=clip,
                                   set_alpha_to_one=True, timestep_spacing=spacing)
     ref.set_timesteps(20)
@@ -130,7 +132,7 @@ def test_ddim_matches_diffusers(eta, spacing, clip):
     x = x_T.clone()
     with torch.no_grad():
         for t in ref.timesteps:
-            eps = den.net(x, t.float().expand(4))
+            eps = net(x, t.float().expand(4))
             x = ref.step(eps, t, x, eta=eta, generator=g, use_clipped_model_output=clip).prev_sample
         ours = sample_ddim(den, x_T, time_grid(sch, 20, spacing), eta=eta, generator=torch.Generator().manual_seed(9))
     assert torch.equal(ref.timesteps, discrete_timesteps(1000, 20, spacing))
