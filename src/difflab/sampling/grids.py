@@ -11,6 +11,8 @@ A grid always ends with t = 0, meaning clean data: samplers return :math:`\hat x
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -51,13 +53,19 @@ def t_of_logsnr(schedule: Schedule, lam: Tensor, iters: int = 60) -> Tensor:
 
 
 def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: float = 1.0,
-              t_min: float = 0.0, rho: float = 7.0) -> Tensor:
+              t_min: float = 0.0, rho: float = 7.0, sigma_max: float | None = None) -> Tensor:
     """``steps + 1`` decreasing times from ``t_max`` to 0 (``steps`` network evaluations for a
     first-order sampler).
 
     ``default`` is ``leading`` on discrete tables and ``uniform`` on continuous schedules.
-    ``t_min`` is the last time before the final jump to 0.
+    ``t_min`` is the last time before the final jump to 0.  ``sigma_max`` starts the grid where
+    sigma/alpha equals it (Karras et al. use 80): second-order steps from the sigma/alpha of about
+    3e4 that VP schedules reach at t = 1 overshoot (tests/test_samplers.py shows it for Heun).
     """
+    if sigma_max is not None:
+        t_max = min(t_max, float(t_of_logsnr(schedule, torch.tensor(-2.0 * math.log(sigma_max), dtype=torch.float64))))
+        if kind in SPACINGS or (kind == "default" and isinstance(schedule, DiscreteSchedule)):
+            raise DifflabError("sigma_max applies to the uniform, logsnr and karras grids")
     if steps < 1:
         raise DifflabError(f"number of sampling steps must be >= 1, got {steps}")
     if kind not in GRIDS:

@@ -209,7 +209,11 @@ def sample_euler_ancestral(denoiser, x_T: Tensor, ts: Tensor, *, generator: Gene
 # around lambda_s, with h = lambda_t - lambda_s, the k-th term integrates to
 #   k=0: alpha_t (1 - e^{-h})           k=1: alpha_t h (1 + (e^{-h} - 1)/h)
 #   k=2: alpha_t h^2 (1/2 - (e^{-h} - 1 + h)/h^2)
-# and divided differences of past x0_hat values estimate the derivatives.
+# and divided differences of past x0_hat values estimate the derivatives: with r0, r1 the ratios of the
+# previous steps to h, D1 = h x0' and D2 = (D1_0 - D1_1)/(r0 + r1) = h^2 x0''/2, so the k=2 term
+# weighs D2 by 2 (1/2 - (e^{-h} - 1 + h)/h^2).  The DPM-Solver reference code (and diffusers) weigh
+# it by half that, which leaves a local error O(h^3) and makes "3M" converge at order 2 only
+# (tests/test_samplers.py measures both); ``dpm_solver_coefficients=True`` reproduces it.
 
 
 def _lambdas(a: Tensor, s: Tensor) -> Tensor:
@@ -217,20 +221,19 @@ def _lambdas(a: Tensor, s: Tensor) -> Tensor:
         return torch.log(a) - torch.log(s)  # +inf at the final sigma = 0
 
 
-def _final_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
-    """Order used at step i of n: ramps up from 1 with the history, first order for the step to
-    sigma = 0 and, with ``lower_order_final`` and fewer than 15 steps, lower orders at the end
-    (the convention of diffusers' multistep schedulers, for stability at few steps)."""
+def _order_at(i: int, n: int, order: int, lower_order_final: bool, ends_at_zero: bool, always: bool = False) -> int:
+    """Order of step i of n for a multistep solver: it ramps up from 1 as the history fills.  Before a
+    final jump to sigma = 0, ``lower_order_final`` lowers the order of the last steps (for fewer
+    than 15 steps, or ``always``), the convention of diffusers' multistep schedulers for stability
+    at few steps; the jump itself is first order.  Grids that stop at sigma > 0 keep the full order."""
     o = min(order, i + 1)
-    if i == n - 1:
-        return 1
-    if lower_order_final and n < 15:
+    if lower_order_final and ends_at_zero and (always or n < 15):
         o = min(o, n - i)
     return o
 
 
 def _dpmpp_update(x: Tensor, x0s: list[Tensor], lam: list[Tensor], a_t: Tensor, s_t: Tensor, s_s: Tensor,
-                  order: int) -> Tensor:
+                  order: int, d2_weight: float = 2.0) -> Tensor:
     """One DPM-Solver++ multistep update of order 1-3 (data prediction), lam = [l_t, l_s0, l_s1, l_s2]."""
     h = lam[0] - lam[1]
     e = torch.expm1(-h)                                         # e^{-h} - 1
@@ -244,23 +247,24 @@ def _dpmpp_update(x: Tensor, x0s: list[Tensor], lam: list[Tensor], a_t: Tensor, 
         d1_1 = (x0s[1] - x0s[2]) / expand(r1, x)
         d1 = d1_0 + expand(r0 / (r0 + r1), x) * (d1_0 - d1_1)
         d2 = (d1_0 - d1_1) / expand(r0 + r1, x)
-        out = out + expand(a_t * (e / h + 1), x) * d1 - expand(a_t * ((e + h) / h**2 - 0.5), x) * d2
+        out = out + expand(a_t * (e / h + 1), x) * d1 - expand(d2_weight * a_t * ((e + h) / h**2 - 0.5), x) * d2
     return out
 
 
-def _dpmpp_multistep(denoiser, x_T, ts, callback, order: int, lower_order_final: bool, cond: dict) -> Tensor:
+def _dpmpp_multistep(denoiser, x_T, ts, callback, order: int, lower_order_final: bool, cond: dict,
+                     d2_weight: float = 2.0) -> Tensor:
     a, s = grid_alpha_sigma(denoiser.schedule, ts)
     lam = _lambdas(a, s)
     n, x, x0s = len(ts) - 1, x_T, []
     for i in range(n):
         x0s.insert(0, denoiser(x, ts[i], **cond))
         del x0s[3:]
-        o = _final_order(i, n, order, lower_order_final)
+        o = _order_at(i, n, order, lower_order_final, bool(s[-1] == 0))
         if s[i + 1] == 0:
             x = x0s[0] * expand(a[i + 1], x)                     # the limit h -> inf of every order
         else:
             lams = [lam[i + 1]] + [lam[i - k] for k in range(min(o, i + 1))]
-            x = _dpmpp_update(x, x0s, lams + [lam[0]] * (4 - len(lams)), a[i + 1], s[i + 1], s[i], o)
+            x = _dpmpp_update(x, x0s, lams + [lam[0]] * (4 - len(lams)), a[i + 1], s[i + 1], s[i], o, d2_weight)
         _step(callback, i, ts[i], x, x0s[0])
     return x
 
@@ -277,10 +281,13 @@ def sample_dpmpp_2m(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator =
 @register("dpmpp_3m", order=3, nfe_per_step=1, stochastic=False,
           summary="DPM-Solver++(3M), 3rd-order multistep")
 def sample_dpmpp_3m(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None, callback: Callback = None,
-                    lower_order_final: bool = True, **cond: Any) -> Tensor:
+                    lower_order_final: bool = True, dpm_solver_coefficients: bool = False, **cond: Any) -> Tensor:
     """Third-order multistep DPM-Solver++ (Lu et al., arXiv:2211.01095, sec. 4 / App. B): two
-    divided differences of the last three x0_hat estimate the first and second derivatives."""
-    return _dpmpp_multistep(denoiser, x_T, ts, callback, 3, lower_order_final, cond)
+    divided differences of the last three x0_hat estimate the first and second derivatives, weighted
+    by the exact Taylor coefficients (order 3).  ``dpm_solver_coefficients=True`` uses the reference
+    code's half weight on the second-derivative term instead (as diffusers does; order 2)."""
+    return _dpmpp_multistep(denoiser, x_T, ts, callback, 3, lower_order_final, cond,
+                            1.0 if dpm_solver_coefficients else 2.0)
 
 
 @register("dpmpp_2m_sde", order=2, nfe_per_step=1, stochastic=True,
@@ -301,7 +308,7 @@ def sample_dpmpp_2m_sde(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generat
             h = lam[i + 1] - lam[i]
             e2 = -torch.expm1(-2 * h)                           # 1 - e^{-2h}
             x_new = expand(s[i + 1] / s[i] * torch.exp(-h), x) * x + expand(a[i + 1] * e2, x) * x0
-            if _final_order(i, n, 2, lower_order_final) == 2:
+            if _order_at(i, n, 2, lower_order_final, bool(s[-1] == 0)) == 2:
                 r0 = (lam[i] - lam[i - 1]) / h
                 x_new = x_new + expand(0.5 * a[i + 1] * e2 / r0, x) * (x0 - prev)
             x = x_new + expand(s[i + 1] * e2.sqrt(), x) * randn_like(x, generator)
@@ -370,8 +377,7 @@ def sample_unipc(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = No
         hist.insert(0, x0)
         hist_i.insert(0, i)
         del hist[order:], hist_i[order:]
-        # UniPC lowers the order for the last steps whatever their number (diffusers' convention)
-        o = min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
+        o = _order_at(i, n, order, lower_order_final, bool(s[-1] == 0), always=True)
         last_x, last_order = x, o
         x = x0 * expand(a[i + 1], x) if s[i + 1] == 0 else update(x, i, i + 1, o, None)
         _step(callback, i, ts[i], x, x0)
@@ -386,16 +392,24 @@ def _per_sample_norm(v: Tensor) -> Tensor:
 @register("pc", order=1, nfe_per_step=2, stochastic=True,
           summary="predictor-corrector: ancestral predictor + Langevin corrector (Song et al. 2021)")
 def sample_pc(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None, callback: Callback = None,
-              snr: float = 0.16, corrector_steps: int = 1, **cond: Any) -> Tensor:
+              snr: float = 0.16, corrector_steps: int = 1, step_rule: str = "sigma", **cond: Any) -> Tensor:
     r"""Predictor-corrector sampling, Song et al., arXiv:2011.13456, Algorithms 2-5.
 
     Predictor: the ancestral step :math:`x_s \sim q(x_s \mid x_t, \hat x_0)` (as :func:`sample_ddpm`).
     Corrector at the new time s: ``corrector_steps`` Langevin steps
-    :math:`x \leftarrow x + \epsilon\nabla\log p_s(x) + \sqrt{2\epsilon}\,z` with the score
-    :math:`(\alpha_s\hat x_0 - x)/\sigma_s^2` and the signal-to-noise step size
-    :math:`\epsilon = 2\alpha_i(r\lVert z\rVert/\lVert\nabla\rVert)^2` per sample, where r is ``snr`` and
-    :math:`\alpha_i = (\alpha_s/\alpha_t)^2` (1 for VE schedules).  NFE per step: 1 + ``corrector_steps``.
+    :math:`x \leftarrow x + \epsilon\nabla\log p_s(x) + \sqrt{2\epsilon}\,z`, score
+    :math:`(\alpha_s\hat x_0 - x)/\sigma_s^2`, with the signal-to-noise step size
+    :math:`\epsilon = 2\alpha_i(r\lVert z\rVert/\lVert\nabla\rVert)^2` (r = ``snr``;
+    :math:`\alpha_i = (\alpha_t/\alpha_s)^2`, 1 for VE).
+
+    ``step_rule``: ``"snr"`` measures both norms as batch means, as Song et al.'s code does (samples then
+    depend on their batch); ``"sigma"`` (default) uses their noise-dominated value
+    :math:`\lVert\nabla\rVert \approx \lVert z\rVert/\sigma_s`, i.e. :math:`\epsilon = 2\alpha_i r^2\sigma_s^2`,
+    the same for every sample (and stable in low dimension, where per-sample norms are not).
+    NFE per step: 1 + ``corrector_steps``.
     """
+    if step_rule not in ("sigma", "snr"):
+        raise ValueError(f"step_rule must be 'sigma' or 'snr', got {step_rule!r}")
     a, s = grid_alpha_sigma(denoiser.schedule, ts)
     x = x_T
     for i in range(len(ts) - 1):
@@ -404,11 +418,15 @@ def sample_pc(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None,
         x = expand(c_t, x) * x + expand(c_0, x) * x0
         if s[i + 1] > 0:
             x = x + expand(var.sqrt(), x) * randn_like(x, generator)
-            alpha_i = min(1.0, float((a[i + 1] / a[i]) ** 2))
+            alpha_i = min(1.0, float((a[i] / a[i + 1]) ** 2))
             for _ in range(corrector_steps):
                 grad = (expand(a[i + 1], x) * denoiser(x, ts[i + 1], **cond) - x) / expand(s[i + 1] ** 2, x)
                 z = randn_like(x, generator)
-                eps = 2 * alpha_i * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp_min(1e-30)) ** 2
+                if step_rule == "snr":
+                    ratio = _per_sample_norm(z).mean() / _per_sample_norm(grad).mean()
+                else:
+                    ratio = s[i + 1]
+                eps = 2 * alpha_i * (snr * ratio) ** 2
                 x = x + expand(eps, x) * grad + expand((2 * eps).sqrt(), x) * z
         _step(callback, i, ts[i], x, x0)
     return x
@@ -481,6 +499,9 @@ def sample_ode(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None
     t_end = ts[-2] if final_jump and len(ts) > 2 else ts[-1]
     if final_jump and len(ts) == 2:
         t_end = torch.tensor(1.0 / sch.T if getattr(sch, "discrete", False) else 1e-3, dtype=torch.float64)
+    if not float(ts[0]) > float(t_end) > 0:
+        raise ValueError(f"the ODE sampler integrates from ts[0] down to a positive time; got {float(ts[0])} "
+                         f"-> {float(t_end)}")
     u_tab, t_of = _t_from_logsigma_table(sch, float(ts[0]), float(t_end))
     u0, u1 = float(u_tab[-1]), float(u_tab[0])
     nfe = 0
