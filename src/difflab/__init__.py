@@ -13,6 +13,7 @@ Quick start (Python)::
 from .data import ImageData, load_dataset
 from .denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser, eps_hat, score_hat, v_hat
 from .errors import DifflabError
+from .interop import export_diffusers, load_pretrained
 from .nn import UNet
 from .process import SCHEDULES, Schedule, get_schedule, q_sample
 from .sampling import SAMPLERS, sample, time_grid
@@ -29,5 +30,5 @@ def load(path: str, weights: str = "ema") -> Denoiser:
 
 __all__ = ["ImageData", "load_dataset", "Denoiser", "GaussianDenoiser", "GaussianMixtureDenoiser", "eps_hat",
            "score_hat", "v_hat", "DifflabError", "UNet", "SCHEDULES", "Schedule", "get_schedule", "q_sample",
-           "SAMPLERS", "sample", "time_grid", "TrainConfig", "load_checkpoint", "train", "save_grid", "load",
+           "SAMPLERS", "sample", "time_grid", "TrainConfig", "load_checkpoint", "train", "save_grid", "load", "load_pretrained", "export_diffusers",
            "__version__"]

@@ -1,4 +1,4 @@
-"""The ``difflab`` command: train | sample | forward | schedules | samplers | demo.
+"""The ``difflab`` command: train | sample | export | forward | schedules | samplers | demo.
 
 User errors print one line ``difflab: error: ...`` and exit with status 2; Ctrl-C during training
 saves a resumable checkpoint and exits with status 130.
@@ -106,7 +106,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .train import load_checkpoint
     from .viz import save_grid, trajectory_figure
 
-    den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+    if args.pretrained:
+        from .interop import load_pretrained
+        den = load_pretrained(args.pretrained)
+        print(f"pretrained: {den.info['source']} ({den.info['scheduler']}, prediction {den.prediction}, "
+              f"{sum(p.numel() for p in den.net.parameters()) / 1e6:.1f}M parameters)")
+    elif args.checkpoint:
+        den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+    else:
+        raise DifflabError("give a checkpoint (run folder, checkpoint folder or file) or --pretrained PATH")
     opts = _parse_opts(args.opt)
     if args.eta is not None:
         opts["eta"] = args.eta
@@ -114,7 +122,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.trajectory:
         k = args.trajectory_points
         traj_steps = sorted({round(i * (args.steps - 1) / (k - 1)) for i in range(k)})
-    res = sample(den, n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid, seed=args.seed,
+    res = sample(den, n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
+                 sigma_max=args.sigma_max, seed=args.seed,
                  batch_size=args.batch_size, progress=not args.no_progress, trajectory=traj_steps, **opts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +156,15 @@ def _parse_opts(items: list[str] | None) -> dict:
             except ValueError:
                 opts[k] = v
     return opts
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .interop import export_diffusers
+    from .train import load_checkpoint
+    ck = load_checkpoint(args.checkpoint)
+    out = export_diffusers(ck.denoiser(args.weights), args.diffusers)
+    print(f"diffusers DDPMPipeline written to {out} (load with DDPMPipeline.from_pretrained({str(out)!r}))")
+    return 0
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -194,10 +212,13 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 def cmd_samplers(args: argparse.Namespace) -> int:
     from .sampling import SAMPLERS
-    print(f"{'name':<14}{'order':>6}{'NFE/step':>10}  {'kind':<14}summary")
+    from .sampling.api import sampler_options
+    print(f"{'name':<16}{'order':>5}{'NFE/step':>9}  {'kind':<14}summary; options")
     for name, info in sorted(SAMPLERS.items()):
         kind = "stochastic" if info.stochastic else "deterministic"
-        print(f"{name:<14}{info.order:>6}{info.nfe_per_step:>10}  {kind:<14}{info.summary}")
+        nfe = "adapt." if name == "ode" else str(info.nfe_per_step)
+        print(f"{name:<16}{info.order:>5}{nfe:>9}  {kind:<14}{info.summary}; "
+              f"--opt {', '.join(sampler_options(name)) or '-'}")
     return 0
 
 
@@ -285,10 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sample", help="sample from a checkpoint")
-    p.add_argument("checkpoint", help="run folder (latest checkpoint) or checkpoint folder/file")
+    p.add_argument("checkpoint", nargs="?", help="run folder (latest checkpoint) or checkpoint folder/file")
+    p.add_argument("--pretrained", help="a diffusers pipeline folder, or a repo id in the local Hugging Face cache")
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--grid", default="default", help="time grid: default, uniform, logsnr, karras, leading, trailing, linspace")
+    p.add_argument("--sigma-max", type=float, help="start the uniform/logsnr/karras grid at sigma/alpha = this "
+                   "(80 suits heun)")
     p.add_argument("--eta", type=float, help="noise of ddim / euler_ancestral (0..1)")
     p.add_argument("--opt", action="append", metavar="NAME=VALUE",
                    help="sampler option, repeatable: s_churn=40 (euler/heun), order=3 (unipc), snr=0.16 (pc), "
@@ -302,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectory-points", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("export", help="write a checkpoint in another format")
+    p.add_argument("checkpoint", help="run folder or checkpoint")
+    p.add_argument("--diffusers", required=True, metavar="DIR", help="write a DDPMPipeline folder here")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("forward", help="draw x_t at chosen t under one or several schedules")
     _add_data_args(p, required=False)

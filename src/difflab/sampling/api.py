@@ -65,7 +65,7 @@ def sample_one_batch(denoiser, indices: range, shape: tuple[int, ...], sampler: 
 
 @torch.no_grad()
 def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler: str = "ddim", steps: int = 50,
-           grid: str = "default", seed: int = 0, batch_size: int = 256, progress: bool = True,
+           grid: str = "default", sigma_max: float | None = None, seed: int = 0, batch_size: int = 256, progress: bool = True,
            trajectory: list[int] | None = None, trajectory_n: int = 8, ts: Tensor | None = None,
            cond: dict[str, Any] | None = None, **opts: Any) -> SampleResult:
     """Draw ``n`` samples; sample i depends only on (seed, i).
@@ -74,7 +74,7 @@ def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler:
         denoiser: ``D(x_t, t) -> x0_hat`` with ``.schedule`` (and ``.data_shape`` if ``shape`` is None).
         sampler: a name from :data:`SAMPLERS`; ``opts`` go to it (e.g. ``eta``), checked by name.
         cond: conditioning passed to the denoiser (e.g. class labels), per batch.
-        steps, grid: the time grid (:func:`~.grids.time_grid`), unless ``ts`` is given.
+        steps, grid, sigma_max: the time grid (:func:`~.grids.time_grid`), unless ``ts`` is given.
         trajectory: step indices at which to keep ``x`` and ``x0_hat`` of the first ``trajectory_n``
             samples (returned in ``result.trajectory``).
     """
@@ -84,7 +84,7 @@ def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler:
     if n < 1:
         raise DifflabError(f"number of samples must be >= 1, got {n}")
     if ts is None:
-        ts = time_grid(denoiser.schedule, steps, grid)
+        ts = time_grid(denoiser.schedule, steps, grid, sigma_max=sigma_max)
     counter = NFECounter(denoiser)
     was_training = getattr(denoiser, "training", False)
     if hasattr(denoiser, "eval"):
