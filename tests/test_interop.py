@@ -117,8 +117,9 @@ def test_cli_sample_pretrained_and_export(tmp_path, capsys):
     from difflab.cli import main
     _, path = _pipeline(tmp_path, SMALL_UNET, CIFAR_SCHED)
     assert main(["sample", "--pretrained", str(path), "--sampler", "dpmpp_2m", "--steps", "5", "--n", "2",
-                 "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+                 "--out", str(tmp_path / "s"), "--no-progress", "--save-images"]) == 0
     assert (tmp_path / "s" / "dpmpp_2m_5_seed0.png").exists()
+    assert sorted(p.name for p in (tmp_path / "s" / "dpmpp_2m_5_seed0_images").iterdir()) == ["000000.png", "000001.png"]
     run = tmp_path / "run"
     assert main(["train", "--data", "digits", "--index-range", "0:32", "--steps", "2", "--batch-size", "4",
                  "--channels", "8,16", "--no-progress", "--sample-every", "0", "--out", str(run)]) == 0

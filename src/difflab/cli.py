@@ -129,7 +129,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
     grid = save_grid(res.x, out / f"{tag}.png")
-    np.savez_compressed(out / f"{tag}.npz", samples=to_uint8(res.x))
+    arr = to_uint8(res.x)
+    np.savez_compressed(out / f"{tag}.npz", samples=arr)
+    if args.save_images:
+        from PIL import Image
+        folder = out / f"{tag}_images"
+        folder.mkdir(exist_ok=True)
+        for i, a in enumerate(arr):
+            Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(folder / f"{i:06d}.png")
+        print(f"{len(arr)} images in {folder} (for pytorch-fid, clean-fid, torch-fidelity)")
     print(f"{args.n} samples, {res.nfe} NFE each, {res.seconds:.1f}s "
           f"({res.seconds / args.n * 1000:.1f} ms/image): {grid}, {out / (tag + '.npz')}")
     if args.trajectory:
@@ -322,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--out", default="samples")
+    p.add_argument("--save-images", action="store_true", help="also write every sample as a PNG file")
     p.add_argument("--trajectory", action="store_true", help="also draw x_t and x0_hat along the reverse chain")
     p.add_argument("--trajectory-points", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")

@@ -442,6 +442,9 @@ def sample_ald(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None
     :math:`\eta_i = \epsilon\,\tilde\sigma_i^2/\tilde\sigma_L^2`, score :math:`(\hat x_0 - \tilde x)/\tilde\sigma_i^2`.
     ``epsilon`` defaults to :math:`0.1\tilde\sigma_L^2`.  With ``denoise`` the result is :math:`\hat x_0` at the
     last level (Jolicoeur-Martineau et al., arXiv:2009.05475), one more network call.
+    It needs geometric noise levels from a moderate sigma (NCSN: 50): ``--grid logsnr --sigma-max 50``;
+    from the sigma/alpha of about 3e4 that VP schedules reach at t = 1 a few Langevin steps per level
+    cannot bring the state down.
     """
     a, s = grid_alpha_sigma(denoiser.schedule, ts)
     sig = _sig(a, s)
@@ -486,19 +489,24 @@ def _t_from_logsigma_table(schedule, t_hi: float, t_lo: float, n: int = 4097):
 @register("ode", order=5, nfe_per_step=6, stochastic=False,
           summary="probability-flow ODE, adaptive Dormand-Prince RK45 (rtol/atol), NFE reported")
 def sample_ode(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None, callback: Callback = None,
-               rtol: float = 1e-4, atol: float = 1e-4, stats: dict | None = None, **cond: Any) -> Tensor:
+               rtol: float = 1e-4, atol: float = 1e-4, t_end: float | None = None, stats: dict | None = None,
+               **cond: Any) -> Tensor:
     r"""The probability-flow ODE (Song et al., arXiv:2011.13456, eq. 13) in :math:`u = \log\tilde\sigma`,
     :math:`d\tilde x/du = \tilde x - \hat x_0`, integrated by the adaptive Dormand-Prince 5(4) pair from
-    ``ts[0]`` to the last positive grid time (``ts[-2]`` when the grid ends with 0, then a final
-    :math:`\hat x_0`; else ``ts[-1]``).  The error norm is the RMS over the whole batch of
-    err / (atol + rtol |x|).  ``stats`` (a dict) receives ``nfe``, ``steps`` and ``rejected``.
+    ``ts[0]`` down to ``t_end``; the solver chooses its own steps, so only the grid's first and last
+    times matter.  A grid ending at 0 integrates to ``t_end`` (default: the first step of a discrete
+    table, 1/T, or 1e-3) and returns :math:`\hat x_0` there; otherwise it integrates to ``ts[-1]``.
+    The error norm is the RMS over the whole batch of err / (atol + rtol |x~|).  ``stats`` (a dict)
+    receives ``nfe``, ``steps`` and ``rejected``.
     """
     sch = denoiser.schedule
     ts = torch.as_tensor(ts, dtype=torch.float64)
     final_jump = bool(ts[-1] == 0)
-    t_end = ts[-2] if final_jump and len(ts) > 2 else ts[-1]
-    if final_jump and len(ts) == 2:
-        t_end = torch.tensor(1.0 / sch.T if getattr(sch, "discrete", False) else 1e-3, dtype=torch.float64)
+    if not final_jump:
+        t_end = float(ts[-1])
+    elif t_end is None:
+        t_end = 1.0 / sch.T if getattr(sch, "discrete", False) else 1e-3
+    t_end = torch.tensor(t_end, dtype=torch.float64)
     if not float(ts[0]) > float(t_end) > 0:
         raise ValueError(f"the ODE sampler integrates from ts[0] down to a positive time; got {float(ts[0])} "
                          f"-> {float(t_end)}")
