@@ -23,3 +23,12 @@ class OracleEpsNet(torch.nn.Module):
         x64 = x.double().flatten(1)
         x0 = self.gauss(x64, t)
         return ((x64 - a[:, None] * x0) / s[:, None]).reshape(x.shape).to(x.dtype)
+
+
+def random_gaussian(schedule, D=3, seed=0):
+    """The exact denoiser of a random D-dimensional Gaussian, its mean and covariance (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(D, generator=g, dtype=torch.float64) * 0.5
+    A = torch.randn(D, D, generator=g, dtype=torch.float64) * 0.4
+    cov = A @ A.T + 0.05 * torch.eye(D, dtype=torch.float64)
+    return GaussianDenoiser(schedule, mean, cov), mean, cov

@@ -9,15 +9,10 @@ from difflab.nn import UNet
 from difflab.process import get_schedule
 from difflab.sampling import SAMPLERS, time_grid
 from difflab.sampling import samplers as S
-from oracle_net import OracleEpsNet
+from oracle_net import OracleEpsNet, random_gaussian
 
 
-def _gaussian(schedule, D=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(D, generator=g, dtype=torch.float64) * 0.5
-    A = torch.randn(D, D, generator=g, dtype=torch.float64) * 0.4
-    cov = A @ A.T + 0.05 * torch.eye(D, dtype=torch.float64)
-    return GaussianDenoiser(schedule, mean, cov), mean, cov
+_gaussian = random_gaussian
 
 
 def _mixture(schedule):

@@ -6,15 +6,10 @@ from difflab.denoisers import Denoiser, GaussianDenoiser
 from difflab.nn import UNet
 from difflab.process import get_schedule
 from difflab.sampling import discrete_timesteps, sample, sample_ddim, sample_ddpm, time_grid
-from oracle_net import OracleEpsNet
+from oracle_net import OracleEpsNet, random_gaussian
 
 
-def gaussian_oracle(schedule, D=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(D, generator=g, dtype=torch.float64) * 0.5
-    A = torch.randn(D, D, generator=g, dtype=torch.float64) * 0.4
-    cov = A @ A.T + 0.05 * torch.eye(D, dtype=torch.float64)
-    return GaussianDenoiser(schedule, mean, cov), mean, cov
+gaussian_oracle = random_gaussian
 
 
 def _check_moments(x, mean, cov, tol_mean, tol_cov):

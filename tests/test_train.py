@@ -22,13 +22,13 @@ def test_bf16_autocast_trains(tmp_path):
 
 def test_minutes_budget_and_log_and_grids(tmp_path):
     data = dl.load_dataset("digits", index_range="0:64")
-    run = dl.train(_den(), data, tmp_path / "r", minutes=0.03, batch_size=8, progress=False, sample_every=5,
-                   sample_n=4, sample_steps=2, log_every=5)
-    assert 1.5 <= run.seconds <= 10 and run.step >= 5
+    run = dl.train(_den(), data, tmp_path / "r", minutes=0.03, batch_size=8, progress=False, sample_every=1,
+                   sample_n=4, sample_steps=2, log_every=1)
+    assert 1.8 - 1e-6 <= run.seconds <= 60 and run.step >= 1   # the budget (1.8 s) is checked between steps
     rec = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])
     assert {"step", "loss", "lr", "it_s", "grad_norm"} <= set(rec)
     grids = sorted(p.name for p in (tmp_path / "r" / "samples").iterdir())
-    assert "step_0000005.png" in grids and f"step_{run.step:07d}.png" in grids
+    assert "step_0000001.png" in grids and f"step_{run.step:07d}.png" in grids
 
 
 def test_loss_decreases_on_real_digits(tmp_path):

@@ -64,6 +64,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _show(ax, img: Tensor) -> None:
     a = to_uint8(img[None])[0]
     if a.shape[0] == 1:
@@ -88,12 +97,7 @@ def plot_schedules(schedules: dict[str, Schedule], path: str | os.PathLike, n: i
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def forward_figure(x0: Tensor, schedules: dict[str, Schedule], ts: Sequence[float], path: str | os.PathLike,
@@ -116,12 +120,7 @@ def forward_figure(x0: Tensor, schedules: dict[str, Schedule], ts: Sequence[floa
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle(r"forward process $x_t = \alpha_t x_0 + \sigma_t \epsilon$ (same $\epsilon$ everywhere)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
@@ -142,9 +141,4 @@ def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
                 if c == 0:
                     ax.set_ylabel("$x_t$" if j == 0 else r"$\hat x_0$", fontsize=8)
     fig.suptitle(r"reverse process: state $x_t$ and the denoiser's estimate $\hat x_0$", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
