@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 import difflab as dl
-from difflab.sampling import SAMPLERS, time_grid
+from difflab.sampling import SAMPLERS
 
 
 class Timed(torch.nn.Module):

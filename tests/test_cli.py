@@ -2,10 +2,8 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from difflab.cli import main

@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from difflab.denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser
-from difflab.nn import UNet
+from difflab.denoisers import Denoiser, GaussianMixtureDenoiser
 from difflab.process import get_schedule
 from difflab.sampling import SAMPLERS, time_grid
 from difflab.sampling import samplers as S

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from difflab.denoisers import Denoiser, GaussianDenoiser
+from difflab.denoisers import Denoiser
 from difflab.nn import UNet
 from difflab.process import get_schedule
 from difflab.sampling import discrete_timesteps, sample, sample_ddim, sample_ddpm, time_grid

@@ -124,7 +124,8 @@ def forward_figure(x0: Tensor, schedules: dict[str, Schedule], ts: Sequence[floa
 
 
 def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
-    """For each of ``n`` samples, a row of x_t and a row of x0_hat at the recorded steps."""
+    """For each of ``n`` samples, a row of states and a row of x0_hat at the recorded steps: column
+    "t a->b" shows the estimate x0_hat made at time a and the state the step reached at time b."""
     plt = _plt()
     steps = len(traj["steps"])
     if steps == 0:
@@ -137,8 +138,9 @@ def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
                 ax = axes[2 * k + j, c]
                 _show(ax, traj[key][c][k].clamp(-1, 1))
                 if k == 0 and j == 0:
-                    ax.set_title(f"t={traj['t'][c]:.3f}", fontsize=7)
+                    t_next = traj.get("t_next", traj["t"])[c]
+                    ax.set_title(f"t {traj['t'][c]:.3f}->{t_next:.3f}", fontsize=7)
                 if c == 0:
-                    ax.set_ylabel("$x_t$" if j == 0 else r"$\hat x_0$", fontsize=8)
+                    ax.set_ylabel("state $x$" if j == 0 else r"$\hat x_0$", fontsize=8)
     fig.suptitle(r"reverse process: state $x_t$ and the denoiser's estimate $\hat x_0$", fontsize=9)
     return _save(plt, fig, path)

@@ -90,7 +90,7 @@ def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler:
     if hasattr(denoiser, "eval"):
         denoiser.eval()
     keep = set(trajectory or [])
-    traj: dict[str, Any] = {"steps": [], "t": [], "x": [], "x0_hat": []}
+    traj: dict[str, Any] = {"steps": [], "t": [], "t_next": [], "x": [], "x0_hat": []}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -106,7 +106,8 @@ def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler:
                 bar.update(len(idx))
             if b0 == 0 and d["i"] in keep:
                 traj["steps"].append(d["i"])
-                traj["t"].append(float(d["t"]))
+                traj["t"].append(float(d["t"]))                 # where x0_hat was estimated
+                traj["t_next"].append(float(ts[d["i"] + 1]) if d["i"] + 1 < len(ts) else 0.0)  # time of x
                 traj["x"].append(d["x"][:trajectory_n].clone())
                 traj["x0_hat"].append(d["x0_hat"][:trajectory_n].clone())
 
