@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..process.forward import expand
+from .dopri import dopri5
 from .grids import grid_alpha_sigma
 from .noise import SampleNoise, randn_like
 
@@ -465,19 +466,14 @@ def sample_ald(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None
     return x * expand(a[levels[-1]], x)
 
 
-# Dormand & Prince (1980) RK5(4)7FM coefficients, J. Comput. Appl. Math. 6(1), Table 2.
-_DP_C = [0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0]
-_DP_A = [[], [1 / 5], [3 / 40, 9 / 40], [44 / 45, -56 / 15, 32 / 9],
-         [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
-         [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656]]
-_DP_B5 = [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0]
-_DP_B4 = [5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40]
-
-
 def _t_from_logsigma_table(schedule, t_hi: float, t_lo: float, n: int = 4097):
-    """A monotone table u = log(sigma/alpha)(t) on [t_lo, t_hi] and its inverse by interpolation."""
-    t = torch.linspace(t_lo, t_hi, n, dtype=torch.float64)
-    u = -0.5 * schedule.logsnr(t)
+    """u = log(sigma/alpha) on a grid uniform in u over [u(t_lo), u(t_hi)] (t by bisection), and the
+    map u -> t by linear interpolation on it (smooth in u, also where u(t) is steep near t = 0)."""
+    from .grids import t_of_logsnr
+    lam = schedule.logsnr(torch.tensor([t_lo, t_hi], dtype=torch.float64))
+    u = torch.linspace(float(-0.5 * lam[0]), float(-0.5 * lam[1]), n, dtype=torch.float64)
+    t = t_of_logsnr(schedule, -2.0 * u)
+    t[0], t[-1] = t_lo, t_hi
 
     def t_of(v: float) -> Tensor:
         k = int(torch.searchsorted(u, torch.tensor([v], dtype=torch.float64)).clamp(1, n - 1))
@@ -512,38 +508,21 @@ def sample_ode(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None
                          f"-> {float(t_end)}")
     u_tab, t_of = _t_from_logsigma_table(sch, float(ts[0]), float(t_end))
     u0, u1 = float(u_tab[-1]), float(u_tab[0])
-    nfe = 0
 
     def f(u: float, y: Tensor) -> Tensor:
-        nonlocal nfe
-        nfe += 1
         t = t_of(u)
-        a = sch.alpha_sigma(t)[0]
-        return y - denoiser(expand(a, y) * y, t, **cond)
+        return y - denoiser(expand(sch.alpha_sigma(t)[0], y) * y, t, **cond)
 
-    y = x_T / expand(sch.alpha_sigma(ts[0])[0], x_T)
-    h = (u1 - u0) / 50
-    u, k1 = u0, f(u0, y)
-    steps = rejected = 0
-    while (u1 - u) * (1 if u1 > u0 else -1) > 1e-12:
-        h = max(h, u1 - u) if u1 < u0 else min(h, u1 - u)
-        ks = [k1]
-        for j in range(1, 6):
-            ks.append(f(u + _DP_C[j] * h, y + h * sum(c * k for c, k in zip(_DP_A[j], ks))))
-        y5 = y + h * sum(b * k for b, k in zip(_DP_B5, ks))
-        ks.append(f(u + h, y5))                                  # first stage of the next step (FSAL)
-        err = h * sum((b5 - b4) * k for b5, b4, k in zip(_DP_B5, _DP_B4, ks))
-        scale = atol + rtol * torch.maximum(y.abs(), y5.abs())
-        e = float((err / scale).pow(2).mean().sqrt())
-        if e <= 1.0:
-            u, y, k1 = u + h, y5, ks[-1]
-            steps += 1
-            if callback is not None:
-                t = t_of(u)
-                _step(callback, steps - 1, t, y * expand(sch.alpha_sigma(t)[0], y), y - ks[-1])
-        else:
-            rejected += 1
-        h = h * min(5.0, max(0.2, 0.9 * (e if e > 0 else 1e-10) ** -0.2))
+    def on_step(u: float, y: Tensor, dy: Tensor) -> None:
+        if callback is not None:
+            t = t_of(u)
+            _step(callback, counter["steps"], t, y * expand(sch.alpha_sigma(t)[0], y), y - dy)
+        counter["steps"] += 1
+
+    counter = {"steps": 0}
+    y0 = x_T / expand(sch.alpha_sigma(ts[0])[0], x_T)
+    y, st = dopri5(f, y0, u0, u1, rtol, atol, on_step=on_step)
+    nfe, steps, rejected = st["nfe"], st["steps"], st["rejected"]
     x = y * expand(sch.alpha_sigma(t_end)[0], y)
     if final_jump:
         x = denoiser(x, t_end, **cond)
