@@ -124,3 +124,47 @@ def test_bits_per_dim_bound():
     assert bpd.shape == (3,) and torch.isfinite(bpd).all()
     with pytest.raises(DifflabError, match="uint8"):
         bits_per_dim(den, x.float())
+
+
+def test_scores_closed_cases():
+    from difflab.metrics import class_entropy, inception_score
+    K = 10
+    confident = torch.eye(K, dtype=torch.float64).repeat(20, 1)        # every class equally often, certain
+    assert inception_score(confident, splits=4)[0] == pytest.approx(K, rel=1e-9)
+    assert inception_score(torch.eye(K, dtype=torch.float64)[[0] * 200], splits=4)[0] == pytest.approx(1.0)
+    assert inception_score(torch.full((200, K), 1 / K, dtype=torch.float64), splits=4)[0] == pytest.approx(1.0)
+    h, hist = class_entropy(confident)
+    assert h == pytest.approx(math.log(K)) and torch.allclose(hist, torch.full((K,), 0.1, dtype=torch.float64))
+
+
+def test_memorisation_ratio():
+    from difflab.metrics import memorisation
+    import difflab as dl
+    d = dl.load_dataset("digits").x
+    train, held = d[:1000], d[1000:1400]
+    copies = memorisation(train[:100] + 0.0, train, held)
+    fresh = memorisation(d[1400:1500], train, held)
+    assert copies["ratio"] == 0.0 and copies["fraction_closer_than_held_out_5pct"] == 1.0
+    assert 0.8 < fresh["ratio"] < 1.25
+
+
+def test_classifier_extractor_batch_independence_and_accuracy(tmp_path):
+    """A SmallCNN trained for 800 steps on 1500 of the 8x8 digits classifies the other 297 at > 90%;
+    its features do not depend on batch size or on uint8 vs float input; save -> load is exact."""
+    import difflab as dl
+    from difflab.metrics import load_classifier, save_classifier, train_classifier
+    d = dl.load_dataset("digits")
+    net = train_classifier(d.x[:1500], d.labels[:1500], steps=800, batch_size=64, progress=False)
+    acc = (net.probabilities(d.x[1500:]).argmax(1) == d.labels[1500:]).double().mean()
+    assert acc > 0.9, acc
+    ext = net.extractor(batch_size=7)
+    f_small = ext(d.x[:20])
+    f_big = net.extractor(batch_size=256)(d.x[:20])
+    assert torch.allclose(f_small, f_big, atol=1e-6) and f_small.shape == (20, 128)
+    u8 = dl.data.to_uint8(d.x[:20])
+    assert torch.allclose(ext(torch.from_numpy(u8)), ext(torch.from_numpy(u8).float() / 127.5 - 1), atol=1e-6)
+    save_classifier(net, tmp_path / "clf")
+    assert torch.equal(load_classifier(tmp_path / "clf").probabilities(d.x[:5]), net.probabilities(d.x[:5]))
+    (tmp_path / "clf" / "classifier.safetensors").write_bytes(b"broken")
+    with pytest.raises(DifflabError, match="corrupt or missing"):
+        load_classifier(tmp_path / "clf")

@@ -1,0 +1,143 @@
+"""Feature extractors behind one interface, and a small CNN classifier difflab trains per data set.
+
+An extractor is called on images (uint8 in [0, 255] or float in [-1, 1], ``(N, C, H, W)``) and returns
+float64 features ``(N, dim)``; it runs in batches, in eval mode, so features do not depend on the
+batch size.  :class:`ModuleExtractor` adapts any torch module; :class:`SmallCNN` is the classifier
+trained by ``difflab train-classifier`` whose penultimate layer gives features (for FD/KID/PR on
+MNIST-like data) and whose softmax gives class probabilities (Inception Score, class balance).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import DifflabError
+
+__all__ = ["to_unit_range", "ModuleExtractor", "SmallCNN", "train_classifier", "save_classifier",
+           "load_classifier"]
+
+
+def to_unit_range(x: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]; float input is taken to be in [-1, 1] already."""
+    if x.dtype == torch.uint8:
+        return x.float() / 127.5 - 1.0
+    return x.float()
+
+
+class ModuleExtractor:
+    """Features from any module ``fn(x in [-1, 1]) -> (N, ...)``, flattened, in batches, float64."""
+
+    def __init__(self, module: nn.Module | Callable[[Tensor], Tensor], dim: int | None = None, batch_size: int = 256,
+                 progress: bool = False, name: str = "module"):
+        self.module, self.dim, self.batch_size, self.progress, self.name = module, dim, batch_size, progress, name
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> Tensor:
+        if images.ndim != 4:
+            raise DifflabError(f"feature extraction takes images (N, C, H, W), got shape {tuple(images.shape)}")
+        if isinstance(self.module, nn.Module):
+            self.module.eval()
+        out = []
+        starts = range(0, images.shape[0], self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc=f"features ({self.name})", unit="batch", leave=False)
+        for i in starts:
+            out.append(self.module(to_unit_range(images[i:i + self.batch_size])).flatten(1).double())
+        feats = torch.cat(out)
+        if self.dim is not None and feats.shape[1] != self.dim:
+            raise DifflabError(f"extractor {self.name} gave {feats.shape[1]} features, expected {self.dim}")
+        return feats
+
+
+class SmallCNN(nn.Module):
+    """conv(32)-conv(32)-pool-conv(64)-conv(64)-pool-global average-fc(feature_dim)-fc(classes)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, feature_dim: int = 128):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "feature_dim": feature_dim}
+        c = [in_channels, 32, 32, 64, 64]
+        self.convs = nn.ModuleList(nn.Conv2d(c[i], c[i + 1], 3, padding=1) for i in range(4))
+        self.fc = nn.Linear(64, feature_dim)
+        self.out = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            x = F.silu(conv(x))
+            if i % 2 == 1 and min(x.shape[-2:]) >= 2:
+                x = F.max_pool2d(x, 2)
+        return F.silu(self.fc(x.mean((2, 3))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+    def extractor(self, batch_size: int = 256) -> ModuleExtractor:
+        return ModuleExtractor(self.features, self.config["feature_dim"], batch_size, name="classifier")
+
+    @torch.no_grad()
+    def probabilities(self, images: Tensor, batch_size: int = 256) -> Tensor:
+        self.eval()
+        return torch.cat([F.softmax(self(to_unit_range(images[i:i + batch_size])), -1).double()
+                          for i in range(0, images.shape[0], batch_size)])
+
+
+def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
+                     seed: int = 0, progress: bool = True) -> SmallCNN:
+    """Train :class:`SmallCNN` on images in [-1, 1] with small random shifts (AdamW, cosine LR)."""
+    if labels is None:
+        raise DifflabError("training a classifier needs labelled data")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = SmallCNN(x.shape[1], int(labels.max()) + 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="classifier", unit="step")
+    net.train()
+    for step in it:
+        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        xb = x[idx]
+        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+        xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss = F.cross_entropy(net(xb), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def save_classifier(net: SmallCNN, path: str | os.PathLike, info: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path / "classifier.safetensors"))
+    (path / "classifier.json").write_text(json.dumps({"format": "difflab-classifier", "format_version": 1,
+                                                      **net.config, "info": info or {}}, indent=1))
+    return path
+
+
+def load_classifier(path: str | os.PathLike) -> SmallCNN:
+    from safetensors.torch import load_file
+    path = Path(path)
+    cfg_file = path / "classifier.json"
+    if not cfg_file.is_file():
+        raise DifflabError(f"no classifier in {path} (expected classifier.json and classifier.safetensors)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        net = SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"])
+        net.load_state_dict(load_file(str(path / "classifier.safetensors")))
+    except (json.JSONDecodeError, KeyError) as e:
+        raise DifflabError(f"classifier config {cfg_file} is corrupt: {e}") from None
+    except Exception as e:  # safetensors errors
+        raise DifflabError(f"classifier weights in {path} are corrupt or missing: {str(e).splitlines()[0]}") from None
+    return net.eval()
