@@ -168,3 +168,36 @@ def test_classifier_extractor_batch_independence_and_accuracy(tmp_path):
     (tmp_path / "clf" / "classifier.safetensors").write_bytes(b"broken")
     with pytest.raises(DifflabError, match="corrupt or missing"):
         load_classifier(tmp_path / "clf")
+
+
+def test_eval_cli_protocol(tmp_path, monkeypatch, capsys):
+    """difflab train-classifier + difflab eval on the 8x8 digits: real held-out images score near the
+    real-vs-real floor; uniform noise scores far worse; the reference features are cached."""
+    import json as _json
+
+    import numpy as np
+
+    import difflab as dl
+    from difflab.cli import main
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    assert main(["train-classifier", "--data", "digits", "--index-range", "0:1200", "--steps", "400",
+                 "--out", str(tmp_path / "clf"), "--no-progress"]) == 0
+    d = dl.load_dataset("digits")
+    real = dl.data.to_uint8(d.x[1200:1500])
+    noise = np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8)
+    results = {}
+    for name, arr in (("real", real), ("noise", noise)):
+        np.savez(tmp_path / f"{name}.npz", samples=arr)
+        code = main(["eval", str(tmp_path / f"{name}.npz"), "--data", "digits", "--train-range", "0:1200",
+                     "--ref-range", "1500:1797", "--classifier", str(tmp_path / "clf"), "--min-samples", "100",
+                     "--out", str(tmp_path / f"{name}.json")])
+        assert code == 0
+        results[name] = _json.loads((tmp_path / f"{name}.json").read_text())
+    assert "real vs real" in capsys.readouterr().out
+    r, n = results["real"], results["noise"]
+    assert r["fd_samples"] < 3 * r["fd_floor"] + 1 and n["fd_samples"] > 10 * r["fd_samples"]
+    assert n["precision_samples"] < r["precision_samples"]
+    assert 0.7 < r["memorisation"]["ratio"] < 1.4
+    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 1
+    assert main(["eval", str(tmp_path / "missing.npz"), "--data", "digits", "--classifier",
+                 str(tmp_path / "clf")]) == 2

@@ -1,4 +1,4 @@
-"""The ``difflab`` command: train | sample | export | forward | schedules | samplers | demo.
+"""The ``difflab`` command: train | sample | eval | train-classifier | export | forward | schedules | samplers | demo.
 
 User errors print one line ``difflab: error: ...`` and exit with status 2; Ctrl-C during training
 saves a resumable checkpoint and exits with status 130.
@@ -163,6 +163,47 @@ def _parse_opts(items: list[str] | None) -> dict:
             except ValueError:
                 opts[k] = v
     return opts
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from .metrics import save_classifier, train_classifier
+    data = _load_data(args)
+    if data.labels is None:
+        raise DifflabError(f"data set {data.name} has no labels; a classifier needs them")
+    net = train_classifier(data.x, data.labels, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                           progress=not args.no_progress)
+    out = save_classifier(net, args.out, {"data": data.name, **data.info, "steps": args.steps})
+    print(f"classifier saved to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .metrics import load_classifier
+    from .metrics.evaluate import evaluate_samples, format_table, save_json
+
+    path = Path(args.samples)
+    if not path.is_file():
+        raise DifflabError(f"samples file not found: {path}")
+    try:
+        arr = np.load(path)["samples"]
+    except Exception as e:
+        raise DifflabError(f"{path} is not a difflab samples .npz (key 'samples'): {e}") from None
+    samples = torch.from_numpy(arr)
+    from .data import load_dataset
+    train = load_dataset(args.data, args.data_dir, args.train_range)
+    ref = load_dataset(args.data, args.data_dir, args.ref_range)
+    if tuple(samples.shape[1:]) != train.shape:
+        raise DifflabError(f"samples have shape {tuple(samples.shape[1:])}, the data {train.shape}")
+    clf = load_classifier(args.classifier)
+    res = evaluate_samples(samples, train.x, ref.x, clf, min_samples=args.min_samples)
+    print(format_table(res))
+    if args.out:
+        save_json(res, args.out)
+        print(f"results: {args.out}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -334,6 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectory-points", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("train-classifier", help="train the small CNN used as feature extractor for evaluation")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, help="folder for classifier.json + classifier.safetensors")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_train_classifier)
+
+    p = sub.add_parser("eval", help="score samples (.npz from difflab sample) against held-out data")
+    p.add_argument("samples", help="the .npz written by difflab sample")
+    _add_data_args(p)
+    p.add_argument("--train-range", default="0:8000", help="training images (floor, memorisation)")
+    p.add_argument("--ref-range", default="8000:10000", help="held-out reference images")
+    p.add_argument("--classifier", required=True, help="folder written by difflab train-classifier")
+    p.add_argument("--min-samples", type=int, default=1000, help="warn below this many samples")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("export", help="write a checkpoint in another format")
     p.add_argument("checkpoint", help="run folder or checkpoint")
