@@ -57,14 +57,16 @@ class Denoiser(nn.Module):
     def raw(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         """The network output in its own parameterisation (what the training loss compares)."""
         t = as_time(t, x_t)
-        a, s = self.schedule.alpha_sigma(t)
+        return self._net(x_t, t, *self.schedule.alpha_sigma(t), cond)
+
+    def _net(self, x_t: Tensor, t: Tensor, a: Tensor, s: Tensor, cond: dict[str, Any]) -> Tensor:
         x_in = expand(self.c_in(a, s), x_t) * x_t
         return self.net(x_in, self.schedule.timestep(t).to(torch.float32), **cond)
 
     def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         t = as_time(t, x_t)
         a, s = self.schedule.alpha_sigma(t)
-        out = self.raw(x_t, t, **cond).to(x_t.dtype)
+        out = self._net(x_t, t, a, s, cond).to(x_t.dtype)
         x0 = param.to_x0(self.prediction, out, x_t, expand(a, x_t), expand(s, x_t), self.sigma_data)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
