@@ -233,15 +233,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
     from .viz import forward_figure
 
     if args.image:
-        from .data import load_image_folder
-        import shutil
-        import tempfile
-        src = Path(args.image)
-        if not src.is_file():
-            raise DifflabError(f"image not found: {src}")
-        with tempfile.TemporaryDirectory() as d:
-            shutil.copy(src, Path(d) / src.name)
-            x0 = load_image_folder(d, size=args.image_size).x
+        from .data import load_image_files
+        x0 = load_image_files([Path(args.image)], size=args.image_size).x
     else:
         data = _load_data(args)
         g = torch.Generator().manual_seed(args.seed)

@@ -1,6 +1,6 @@
 """Data sets yielding clean x0."""
-from .images import (DATASETS, ImageData, from_uint8, load_dataset, load_digits, load_image_folder,
+from .images import (DATASETS, ImageData, from_uint8, load_dataset, load_digits, load_image_files, load_image_folder,
                      load_mnist, parse_range, read_idx, to_uint8)
 
-__all__ = ["DATASETS", "ImageData", "from_uint8", "load_dataset", "load_digits", "load_image_folder",
+__all__ = ["DATASETS", "ImageData", "from_uint8", "load_dataset", "load_digits", "load_image_files", "load_image_folder",
            "load_mnist", "parse_range", "read_idx", "to_uint8"]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import DifflabError
 
-__all__ = ["ImageData", "load_mnist", "read_idx", "load_image_folder", "load_digits", "load_dataset",
+__all__ = ["ImageData", "load_mnist", "read_idx", "load_image_folder", "load_image_files", "load_digits", "load_dataset",
            "parse_range", "DATASETS", "to_uint8", "from_uint8"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -151,8 +151,6 @@ def load_image_folder(folder: str | os.PathLike, channels: int | None = None, si
     Without ``size`` every image must have the same size; with it, images are resized (bicubic)
     to ``size x size``.  ``channels`` defaults to 1 if every image is greyscale, else 3.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(folder)
     if not root.is_dir():
         raise DifflabError(f"image folder not found: {root}")
@@ -160,6 +158,18 @@ def load_image_folder(folder: str | os.PathLike, channels: int | None = None, si
     if not paths:
         raise DifflabError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
     paths = paths[parse_range(index_range, len(paths))]
+    return load_image_files(paths, channels, size, name=root.name, info={"path": str(root)})
+
+
+def load_image_files(paths: list[Path], channels: int | None = None, size: int | None = None,
+                     name: str = "images", info: dict | None = None) -> ImageData:
+    """The given image files, converted and sized as :func:`load_image_folder` describes."""
+    from PIL import Image, UnidentifiedImageError
+
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise DifflabError(f"image not found: {p}")
     imgs = []
     for p in paths:
         try:
@@ -184,7 +194,7 @@ def load_image_folder(folder: str | os.PathLike, channels: int | None = None, si
             raise DifflabError(f"{p} is {a.shape[2]}x{a.shape[1]} but {paths[0]} is "
                                f"{arrays[0].shape[2]}x{arrays[0].shape[1]}; pass a size to resize")
         arrays.append(a)
-    return ImageData(from_uint8(np.stack(arrays)), None, name=root.name, info={"path": str(root)})
+    return ImageData(from_uint8(np.stack(arrays)), None, name=name, info=info or {})
 
 
 def load_digits(index_range: str | tuple[int, int] | None = None) -> ImageData:

@@ -54,10 +54,12 @@ class Denoiser(nn.Module):
             return torch.ones_like(alpha)
         return 1.0 / (alpha**2 * self.sigma_data**2 + sigma**2).sqrt()
 
-    def raw(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
-        """The network output in its own parameterisation (what the training loss compares)."""
+    def raw(self, x_t: Tensor, t: Tensor | float, alpha_sigma: tuple[Tensor, Tensor] | None = None,
+            **cond: Any) -> Tensor:
+        """The network output in its own parameterisation (what the training loss compares);
+        ``alpha_sigma`` may pass the schedule values at t when the caller has them already."""
         t = as_time(t, x_t)
-        return self._net(x_t, t, *self.schedule.alpha_sigma(t), cond)
+        return self._net(x_t, t, *(alpha_sigma or self.schedule.alpha_sigma(t)), cond)
 
     def _net(self, x_t: Tensor, t: Tensor, a: Tensor, s: Tensor, cond: dict[str, Any]) -> Tensor:
         x_in = expand(self.c_in(a, s), x_t) * x_t

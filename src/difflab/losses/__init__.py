@@ -66,7 +66,7 @@ def denoising_loss(denoiser: Any, x0: Tensor, t: Tensor, eps: Tensor, weighting:
     a, s = denoiser.schedule.alpha_sigma(t)
     a_x, s_x = expand(a, x0), expand(s, x0)
     x_t = a_x * x0 + s_x * eps
-    out = denoiser.raw(x_t, t, **cond).float()
+    out = denoiser.raw(x_t, t, alpha_sigma=(a, s), **cond).float()
     tgt = param.target(denoiser.prediction, x0, eps, a_x, s_x, denoiser.sigma_data)
     mse = (out - tgt).pow(2).flatten(1).mean(1)
     w = loss_weight(weighting, denoiser.prediction, a, s, denoiser.sigma_data, gamma).to(mse.dtype)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..data.images import to_uint8
 from ..errors import DifflabError
+from .classifier import to_unit_range
 from .distances import frechet_distance_from_stats, gaussian_stats, kid, precision_recall
 from .scores import class_entropy, inception_score, memorisation
 
@@ -87,13 +88,9 @@ def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, classifi
     out["inception_score_floor"] = inception_score(classifier.probabilities(sub), splits=min(10, n // 2))[0]
     ent, hist = class_entropy(probs)
     out["class_entropy"], out["class_histogram"] = ent, hist.tolist()
-    out["memorisation"] = memorisation(to_unit_range_if_uint8(samples)[:2000], to_unit_range_if_uint8(train),
-                                       to_unit_range_if_uint8(reference)[:2000])
+    out["memorisation"] = memorisation(to_unit_range(samples)[:2000], to_unit_range(train),
+                                       to_unit_range(reference)[:2000])
     return out
-
-
-def to_unit_range_if_uint8(x: Tensor) -> Tensor:
-    return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
 
 
 def format_table(res: dict[str, Any]) -> str:

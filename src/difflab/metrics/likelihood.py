@@ -26,7 +26,7 @@ from torch import Tensor
 from ..errors import DifflabError
 from ..process.forward import expand
 from ..sampling.dopri import dopri5
-from ..sampling.samplers import _t_from_logsigma_table
+from ..sampling.grids import logsigma_table, t_of_logsnr
 
 __all__ = ["log_likelihood", "bits_per_dim"]
 
@@ -59,12 +59,11 @@ def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: 
     sch = denoiser.schedule
     if t_min is None:
         t_min = 1.0 / sch.T if getattr(sch, "discrete", False) else 1e-3
-    from ..sampling.grids import t_of_logsnr
     t_max = 1.0 if sigma_max is None else \
         float(t_of_logsnr(sch, torch.tensor(-2 * math.log(sigma_max), dtype=torch.float64)))
     if not t_max > t_min:
         raise DifflabError(f"sigma_max={sigma_max} is reached before t_min={t_min}")
-    u_tab, t_of = _t_from_logsigma_table(sch, t_max, t_min)
+    u_tab, t_of = logsigma_table(sch, t_max, t_min)
     u0, u1 = float(u_tab[0]), float(u_tab[-1])
     x0 = x0.to(torch.float64)
     B, d = x0.shape[0], x0[0].numel()

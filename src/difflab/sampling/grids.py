@@ -19,7 +19,8 @@ from torch import Tensor
 from ..errors import DifflabError
 from ..process.schedules import DiscreteSchedule, Schedule
 
-__all__ = ["SPACINGS", "GRIDS", "discrete_timesteps", "time_grid", "grid_alpha_sigma", "t_of_logsnr"]
+__all__ = ["SPACINGS", "GRIDS", "discrete_timesteps", "time_grid", "grid_alpha_sigma", "t_of_logsnr",
+           "logsigma_table"]
 
 SPACINGS = ("leading", "trailing", "linspace")
 GRIDS = ("default", "uniform", "logsnr", "karras") + SPACINGS
@@ -100,3 +101,18 @@ def grid_alpha_sigma(schedule: Schedule, ts: Tensor) -> tuple[Tensor, Tensor]:
         a, s = a.clone(), s.clone()
         a[-1], s[-1] = 1.0, 0.0
     return a, s
+
+
+def logsigma_table(schedule, t_hi: float, t_lo: float, n: int = 4097):
+    """u = log(sigma/alpha) on a grid uniform in u over [u(t_lo), u(t_hi)] (t by bisection), and the
+    map u -> t by linear interpolation on it (smooth in u, also where u(t) is steep near t = 0)."""
+    lam = schedule.logsnr(torch.tensor([t_lo, t_hi], dtype=torch.float64))
+    u = torch.linspace(float(-0.5 * lam[0]), float(-0.5 * lam[1]), n, dtype=torch.float64)
+    t = t_of_logsnr(schedule, -2.0 * u)
+    t[0], t[-1] = t_lo, t_hi
+
+    def t_of(v: float) -> Tensor:
+        k = int(torch.searchsorted(u, torch.tensor([v], dtype=torch.float64)).clamp(1, n - 1))
+        w = (v - u[k - 1]) / (u[k] - u[k - 1])
+        return t[k - 1] + w * (t[k] - t[k - 1])
+    return u, t_of

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..process.forward import expand
 from .dopri import dopri5
-from .grids import grid_alpha_sigma
+from .grids import grid_alpha_sigma, logsigma_table
 from .noise import SampleNoise, randn_like
 
 __all__ = ["SAMPLERS", "SamplerInfo", "register", "sample_ddpm", "sample_ddim"]
@@ -466,22 +466,6 @@ def sample_ald(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None
     return x * expand(a[levels[-1]], x)
 
 
-def _t_from_logsigma_table(schedule, t_hi: float, t_lo: float, n: int = 4097):
-    """u = log(sigma/alpha) on a grid uniform in u over [u(t_lo), u(t_hi)] (t by bisection), and the
-    map u -> t by linear interpolation on it (smooth in u, also where u(t) is steep near t = 0)."""
-    from .grids import t_of_logsnr
-    lam = schedule.logsnr(torch.tensor([t_lo, t_hi], dtype=torch.float64))
-    u = torch.linspace(float(-0.5 * lam[0]), float(-0.5 * lam[1]), n, dtype=torch.float64)
-    t = t_of_logsnr(schedule, -2.0 * u)
-    t[0], t[-1] = t_lo, t_hi
-
-    def t_of(v: float) -> Tensor:
-        k = int(torch.searchsorted(u, torch.tensor([v], dtype=torch.float64)).clamp(1, n - 1))
-        w = (v - u[k - 1]) / (u[k] - u[k - 1])
-        return t[k - 1] + w * (t[k] - t[k - 1])
-    return u, t_of
-
-
 @register("ode", order=5, nfe_per_step=6, stochastic=False,
           summary="probability-flow ODE, adaptive Dormand-Prince RK45 (rtol/atol), NFE reported")
 def sample_ode(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None, callback: Callback = None,
@@ -506,7 +490,7 @@ def sample_ode(denoiser, x_T: Tensor, ts: Tensor, *, generator: Generator = None
     if not float(ts[0]) > float(t_end) > 0:
         raise ValueError(f"the ODE sampler integrates from ts[0] down to a positive time; got {float(ts[0])} "
                          f"-> {float(t_end)}")
-    u_tab, t_of = _t_from_logsigma_table(sch, float(ts[0]), float(t_end))
+    u_tab, t_of = logsigma_table(sch, float(ts[0]), float(t_end))
     u0, u1 = float(u_tab[-1]), float(u_tab[0])
 
     def f(u: float, y: Tensor) -> Tensor:
