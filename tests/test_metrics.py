@@ -94,9 +94,10 @@ def test_likelihood_of_gaussian_data_is_exact():
     continuous cosine schedule has sigma/alpha = 3.2e4; using N(0, 1 + sigma_max^2) instead of
     N(mu, Sigma + sigma_max^2) costs O(|mu|/sigma_max) ~ 1e-4 nats; tolerance 2e-3 nats (with
     sigma_max = 80 the same prior error is 0.07 nats, so it is left at t = 1)."""
+    from oracle_net import random_gaussian
+
     from difflab.metrics.likelihood import log_likelihood
     from difflab.process import get_schedule
-    from oracle_net import random_gaussian
     sch = get_schedule("cosine")
     den, mean, cov = random_gaussian(sch)
     x0 = torch.randn(16, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 0.5 + mean
@@ -115,9 +116,10 @@ def test_likelihood_of_gaussian_data_is_exact():
 
 
 def test_bits_per_dim_bound():
+    from oracle_net import random_gaussian
+
     from difflab.metrics.likelihood import bits_per_dim
     from difflab.process import get_schedule
-    from oracle_net import random_gaussian
     den, _, _ = random_gaussian(get_schedule("cosine"), D=4)
     x = torch.randint(0, 256, (3, 4), dtype=torch.uint8)
     bpd = bits_per_dim(den, x, samples=2)
@@ -138,8 +140,8 @@ def test_scores_closed_cases():
 
 
 def test_memorisation_ratio():
-    from difflab.metrics import memorisation
     import difflab as dl
+    from difflab.metrics import memorisation
     d = dl.load_dataset("digits").x
     train, held = d[:1000], d[1000:1400]
     copies = memorisation(train[:100] + 0.0, train, held)
@@ -201,3 +203,42 @@ def test_eval_cli_protocol(tmp_path, monkeypatch, capsys):
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 1
     assert main(["eval", str(tmp_path / "missing.npz"), "--data", "digits", "--classifier",
                  str(tmp_path / "clf")]) == 2
+
+
+def test_eval_seeds_and_likelihood_cli(tmp_path, monkeypatch, capsys):
+    """difflab eval --checkpoint with two seeds reports mean +- std over seeds (the std equals that of
+    the per-seed values); several .npz files do the same; difflab likelihood prints bits/dim."""
+    import json as _json
+
+    import numpy as np
+
+    import difflab as dl
+    from difflab.cli import main
+    from difflab.metrics import SmallCNN, save_classifier
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    save_classifier(SmallCNN(1, 10), tmp_path / "clf")  # an untrained network still gives features
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--index-range", "0:64", "--steps", "3", "--batch-size", "4",
+                 "--channels", "8,16", "--no-progress", "--sample-every", "0", "--out", str(run)]) == 0
+    common = ["--data", "digits", "--train-range", "0:1200", "--ref-range", "1500:1797", "--classifier",
+              str(tmp_path / "clf"), "--min-samples", "10", "--no-progress"]
+    assert main(["eval", "--checkpoint", str(run), "--sampler", "ddim", "--steps", "4", "--n", "40",
+                 "--seeds", "0,1", "--out", str(tmp_path / "s.json")] + common) == 0
+    assert "+-" in capsys.readouterr().out
+    res = _json.loads((tmp_path / "s.json").read_text())
+    fds = [r["fd_samples"] for r in res["runs"]]
+    assert len(fds) == 2 and fds[0] != fds[1]
+    assert abs(res["fd_samples"] - np.mean(fds)) < 1e-9 and abs(res["fd_samples_runs_std"] - np.std(fds, ddof=1)) < 1e-9
+    d = dl.load_dataset("digits")
+    for i in range(2):
+        np.savez(tmp_path / f"r{i}.npz", samples=dl.data.to_uint8(d.x[1200 + 40 * i:1240 + 40 * i]))
+    assert main(["eval", str(tmp_path / "r0.npz"), str(tmp_path / "r1.npz"), "--out", str(tmp_path / "f.json")]
+                + common) == 0
+    assert len(_json.loads((tmp_path / "f.json").read_text())["runs"]) == 2
+    assert main(["eval", "--data", "digits", "--classifier", str(tmp_path / "clf")]) == 2  # nothing to score
+    assert main(["likelihood", str(run), "--data", "digits", "--n", "4", "--n-t", "5", "--no-progress",
+                 "--out", str(tmp_path / "l.json")]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    lk = _json.loads((tmp_path / "l.json").read_text())
+    assert len(lk["bpd"]) == 4 and all(b > 0 for b in lk["bpd"])

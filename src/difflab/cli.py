@@ -1,4 +1,4 @@
-"""The ``difflab`` command: train | sample | eval | train-classifier | export | forward | schedules | samplers | demo.
+"""The ``difflab`` command: train | sample | eval | likelihood | sweep | train-classifier | export | forward | schedules | samplers | demo.
 
 User errors print one line ``difflab: error: ...`` and exit with status 2; Ctrl-C during training
 saves a resumable checkpoint and exits with status 130.
@@ -177,32 +177,111 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _eval_model(args: argparse.Namespace):
+    if args.inception is not None and args.classifier:
+        raise DifflabError("give either --classifier or --inception, not both")
+    if args.inception is not None:
+        from .metrics.inception import load_inception
+        return load_inception(args.inception or None)
+    if args.classifier:
+        from .metrics import load_classifier
+        return load_classifier(args.classifier)
+    raise DifflabError("choose the features: --classifier DIR (difflab train-classifier) or --inception [WEIGHTS]")
+
+
+def _read_samples(path: Path):
     import numpy as np
     import torch
-
-    from .metrics import load_classifier
-    from .metrics.evaluate import evaluate_samples, format_table, save_json
-
-    path = Path(args.samples)
     if not path.is_file():
         raise DifflabError(f"samples file not found: {path}")
     try:
-        arr = np.load(path)["samples"]
+        return torch.from_numpy(np.load(path)["samples"])
     except Exception as e:
         raise DifflabError(f"{path} is not a difflab samples .npz (key 'samples'): {e}") from None
-    samples = torch.from_numpy(arr)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from .data import load_dataset
+    from .metrics.evaluate import aggregate, evaluate_samples, format_table, save_json
+
+    if bool(args.samples) == bool(args.checkpoint):
+        raise DifflabError("give sample files (.npz from difflab sample) or --checkpoint RUN to sample from, not both")
     train = load_dataset(args.data, args.data_dir, args.train_range)
     ref = load_dataset(args.data, args.data_dir, args.ref_range)
-    if tuple(samples.shape[1:]) != train.shape:
-        raise DifflabError(f"samples have shape {tuple(samples.shape[1:])}, the data {train.shape}")
-    clf = load_classifier(args.classifier)
-    res = evaluate_samples(samples, train.x, ref.x, clf, min_samples=args.min_samples)
+    model = _eval_model(args)
+    seeds = _ints(args.seeds)
+    sets = []  # (label, samples, seed for the floor subset)
+    if args.checkpoint:
+        from .sampling import sample
+        from .train import load_checkpoint
+        den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+        for seed in seeds:
+            res = sample(den, n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid, seed=seed,
+                         batch_size=args.batch_size, progress=not args.no_progress, **_parse_opts(args.opt))
+            sets.append((f"{args.sampler}-{args.steps} seed {seed}", res.x.clamp(-1, 1), seed))
+    else:
+        sets = [(str(p), _read_samples(Path(p)), i) for i, p in enumerate(args.samples)]
+    results = []
+    for label, x, seed in sets:
+        if tuple(x.shape[1:]) != train.shape:
+            raise DifflabError(f"{label}: samples have shape {tuple(x.shape[1:])}, the data {train.shape}")
+        r = evaluate_samples(x, train.x, ref.x, model, min_samples=args.min_samples, seed=seed,
+                             progress=not args.no_progress)
+        r["label"] = label
+        results.append(r)
+    res = aggregate(results)
     print(format_table(res))
     if args.out:
         save_json(res, args.out)
         print(f"results: {args.out}")
+    return 0
+
+
+def cmd_likelihood(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from .data import load_dataset, to_uint8
+    from .train import load_checkpoint
+    if args.n < 2:
+        raise DifflabError(f"--n must be at least 2, got {args.n}")
+    den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+    rng = args.index_range or ("8000:10000" if args.data == "mnist" else None)
+    data = load_dataset(args.data, args.data_dir, rng)
+    x8 = torch.from_numpy(to_uint8(data.x[: args.n]))
+    if args.method == "elbo":
+        from .metrics.elbo import ddpm_elbo
+        r = ddpm_elbo(den, x8, variance=args.variance, n_t=args.n_t, seed=args.seed, batch_size=args.batch_size,
+                      progress=not args.no_progress)
+        bpd = r.bpd
+        per = {"prior": r.prior.mean().item(), "diffusion": r.diffusion.mean().item(),
+               "decoder": r.decoder.mean().item()}
+        what = f"DDPM ELBO ({args.variance} variance, {'all' if args.n_t is None else args.n_t} t terms)"
+    else:
+        from .metrics import bits_per_dim
+        bpd = bits_per_dim(den, x8, seed=args.seed)
+        per, what = {}, "probability-flow ODE, uniform dequantisation"
+    mean, se = bpd.mean().item(), bpd.std().item() / math.sqrt(len(bpd))
+    print(f"{what}: {mean:.4f} +- {se:.4f} bits/dim (mean +- standard error over {len(bpd)} images of "
+          f"{data.name} {rng or ''})")
+    if per:
+        print("nats per image: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"method": what, "bpd_mean": mean, "bpd_se": se,
+                                              "bpd": bpd.tolist(), "terms_nats": per}, indent=1))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments import run_sweep, write_report
+    if args.report_only:
+        if not args.out:
+            raise DifflabError("--report-only needs --out (the sweep folder)")
+        rep = write_report(args.out)
+    else:
+        rep = run_sweep(args.config, args.out, progress=not args.no_progress) / "report"
+    print(f"report: {rep / 'report.md'} and {rep / 'report.html'}")
     return 0
 
 
@@ -378,15 +457,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_train_classifier)
 
-    p = sub.add_parser("eval", help="score samples (.npz from difflab sample) against held-out data")
-    p.add_argument("samples", help="the .npz written by difflab sample")
+    p = sub.add_parser("eval", help="score samples (.npz files, or drawn from --checkpoint per seed) against held-out data")
+    p.add_argument("samples", nargs="*", help=".npz files written by difflab sample (several: mean +- std)")
     _add_data_args(p)
     p.add_argument("--train-range", default="0:8000", help="training images (floor, memorisation)")
     p.add_argument("--ref-range", default="8000:10000", help="held-out reference images")
-    p.add_argument("--classifier", required=True, help="folder written by difflab train-classifier")
+    p.add_argument("--classifier", help="features and class probabilities of a difflab train-classifier folder")
+    p.add_argument("--inception", nargs="?", const="", metavar="WEIGHTS",
+                   help="the FID Inception-v3 (pt_inception-2015-12-05-6726825d.pth; found in the torch hub "
+                        "cache or $DIFFLAB_INCEPTION when no path is given)")
+    p.add_argument("--checkpoint", help="sample from this run instead of reading files")
+    p.add_argument("--sampler", default="dpmpp_2m")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--grid", default="default")
+    p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="sampler option, repeatable")
+    p.add_argument("--n", type=int, default=1000, help="samples per seed")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, one sample set each")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--min-samples", type=int, default=1000, help="warn below this many samples")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("likelihood", help="bits/dim of held-out images: DDPM ELBO or probability-flow ODE")
+    p.add_argument("checkpoint", help="run folder or checkpoint")
+    _add_data_args(p)
+    p.add_argument("--n", type=int, default=100, help="images (from the start of --range, default 8000:10000)")
+    p.add_argument("--method", choices=["elbo", "ode"], default="elbo")
+    p.add_argument("--variance", choices=["fixed_small", "fixed_large"], default="fixed_large",
+                   help="reverse-step variance of the ELBO: beta_tilde or beta")
+    p.add_argument("--n-t", type=int, help="estimate the ELBO's T-1 KL terms from this many random t")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_likelihood)
+
+    p = sub.add_parser("sweep", help="train and evaluate a grid of schedules / parameterisations / weightings")
+    p.add_argument("config", help="sweep config (.yaml or .toml), e.g. sweeps/schedules-toy2d.yaml")
+    p.add_argument("--out", help="output folder (default sweeps_out/NAME); rerun to continue a killed sweep")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report of finished variants")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("export", help="write a checkpoint in another format")
     p.add_argument("checkpoint", help="run folder or checkpoint")

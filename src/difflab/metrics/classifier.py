@@ -78,8 +78,8 @@ class SmallCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.features(x))
 
-    def extractor(self, batch_size: int = 256) -> ModuleExtractor:
-        return ModuleExtractor(self.features, self.config["feature_dim"], batch_size, name="classifier")
+    def extractor(self, batch_size: int = 256, progress: bool = False) -> ModuleExtractor:
+        return ModuleExtractor(self.features, self.config["feature_dim"], batch_size, progress, name="classifier")
 
     @torch.no_grad()
     def probabilities(self, images: Tensor, batch_size: int = 256) -> Tensor:

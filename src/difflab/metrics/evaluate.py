@@ -4,6 +4,7 @@
   images and of the extractor's weights.
 * Every score is printed beside the real-vs-real floor: the same metric between a same-size subset
   of the training images and the reference, so small-sample bias is visible.
+* Several sample sets (one per seed) give every score as mean and standard deviation over seeds.
 * Below ``min_samples`` (default 1000) a warning says that FD and KID are biased at that count;
   below 10 samples it refuses.
 """
@@ -21,11 +22,11 @@ from torch import Tensor
 
 from ..data.images import to_uint8
 from ..errors import DifflabError
-from .classifier import to_unit_range
+from .classifier import ModuleExtractor, to_unit_range
 from .distances import frechet_distance_from_stats, gaussian_stats, kid, precision_recall
 from .scores import class_entropy, inception_score, memorisation
 
-__all__ = ["cache_dir", "reference_features", "evaluate_samples", "format_table"]
+__all__ = ["cache_dir", "reference_features", "evaluate_samples", "aggregate", "format_table", "save_json"]
 
 
 def cache_dir() -> Path:
@@ -59,51 +60,111 @@ def reference_features(extractor, images: Tensor, module: torch.nn.Module, use_c
     return feats
 
 
-def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, classifier, min_samples: int = 1000,
-                     kid_subset: int = 1000, seed: int = 0, use_cache: bool = True) -> dict[str, Any]:
+def _extractor(model, progress: bool):
+    """(feature extractor, class-probability function or None) of a classifier, the Inception network,
+    a :class:`ModuleExtractor` or any torch module (features only)."""
+    if isinstance(model, ModuleExtractor):
+        return model, None
+    if hasattr(model, "extractor"):
+        ext = model.extractor()
+        ext.progress = progress
+        return ext, getattr(model, "probabilities", None)
+    if isinstance(model, torch.nn.Module):
+        return ModuleExtractor(model, progress=progress, name=type(model).__name__), None
+    raise DifflabError(f"cannot extract features with a {type(model).__name__}")
+
+
+def _weights_module(model) -> torch.nn.Module:
+    if isinstance(model, ModuleExtractor):
+        if isinstance(model.module, torch.nn.Module):
+            return model.module
+        owner = getattr(model.module, "__self__", None)  # a bound method such as SmallCNN.features
+        if isinstance(owner, torch.nn.Module):
+            return owner
+        raise DifflabError("reference features are cached by the extractor's weights: give an nn.Module")
+    return model
+
+
+def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, min_samples: int = 1000,
+                     kid_subset: int = 1000, seed: int = 0, use_cache: bool = True,
+                     progress: bool = False) -> dict[str, Any]:
     """All scores of one sample set (images uint8 or in [-1, 1]) against ``reference`` images, with the
-    real-vs-real floor from a same-size subset of ``train``."""
+    real-vs-real floor from a same-size subset of ``train`` (drawn with ``seed``).
+
+    ``model`` gives the features: a :class:`SmallCNN` or :class:`InceptionV3FID` (features and class
+    probabilities, so also the Inception Score and class entropy), a :class:`ModuleExtractor` or any
+    torch module (features only)."""
     n = samples.shape[0]
     if n < 10:
         raise DifflabError(f"{n} samples are too few to evaluate (at least 10; 1000 or more for FD/KID)")
     if n < min_samples:
         warnings.warn(f"{n} samples: FD and KID are biased upward at this count; compare only scores at "
                       f"the same count (the real-vs-real floor below is at {n})", stacklevel=2)
-    ext = classifier.extractor()
-    f_ref = reference_features(ext, reference, classifier, use_cache)
+    ext, probs_fn = _extractor(model, progress)
+    f_ref = reference_features(ext, reference, _weights_module(model), use_cache)
     f_s = ext(samples)
     g = torch.Generator().manual_seed(seed)
     sub = train[torch.randperm(train.shape[0], generator=g)[:n]]
     f_floor = ext(sub)
     ref_stats = gaussian_stats(f_ref)
-    out: dict[str, Any] = {"n": n, "n_reference": int(reference.shape[0])}
+    out: dict[str, Any] = {"n": n, "n_reference": int(reference.shape[0]), "extractor": ext.name}
     for tag, f in (("samples", f_s), ("floor", f_floor)):
         out[f"fd_{tag}"] = frechet_distance_from_stats(*gaussian_stats(f), *ref_stats)
         m, s = kid(f, f_ref, subsets=50, subset_size=min(kid_subset, n), seed=seed)
         out[f"kid_{tag}"], out[f"kid_std_{tag}"] = m, s
         p, r = precision_recall(f_ref[: max(n, 10)], f)
         out[f"precision_{tag}"], out[f"recall_{tag}"] = p, r
-    probs = classifier.probabilities(samples)
-    out["inception_score"], out["inception_score_std"] = inception_score(probs, splits=min(10, n // 2))
-    out["inception_score_floor"] = inception_score(classifier.probabilities(sub), splits=min(10, n // 2))[0]
-    ent, hist = class_entropy(probs)
-    out["class_entropy"], out["class_histogram"] = ent, hist.tolist()
+    if probs_fn is not None:
+        probs = probs_fn(samples)
+        out["inception_score"], out["inception_score_std"] = inception_score(probs, splits=min(10, n // 2))
+        out["inception_score_floor"] = inception_score(probs_fn(sub), splits=min(10, n // 2))[0]
+        ent, hist = class_entropy(probs)
+        out["class_entropy"], out["class_histogram"] = ent, hist.tolist()
     out["memorisation"] = memorisation(to_unit_range(samples)[:2000], to_unit_range(train),
                                        to_unit_range(reference)[:2000])
     return out
 
 
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation (ddof 1) over runs (seeds) of every scalar score."""
+    if len(results) == 1:
+        return results[0]
+    out: dict[str, Any] = {"runs": results, "n": results[0]["n"], "n_reference": results[0]["n_reference"],
+                           "extractor": results[0].get("extractor")}
+    keys = [k for k, v in results[0].items() if isinstance(v, float)] + ["memorisation_ratio"]
+    for k in keys:
+        vals = torch.tensor([r["memorisation"]["ratio"] if k == "memorisation_ratio" else r[k] for r in results],
+                            dtype=torch.float64)
+        out[k] = float(vals.mean())
+        out[k + "_runs_std"] = float(vals.std())
+    return out
+
+
 def format_table(res: dict[str, Any]) -> str:
-    rows = [("FD (classifier features)", "fd"), ("KID", "kid"), ("precision (k=3)", "precision"),
-            ("recall (k=3)", "recall")]
-    lines = [f"{'metric':<26}{'samples':>12}{'real vs real':>14}", "-" * 52]
-    for label, key in rows:
-        lines.append(f"{label:<26}{res[key + '_samples']:>12.4f}{res[key + '_floor']:>14.4f}")
-    lines.append(f"{'Inception Score':<26}{res['inception_score']:>12.3f}{res['inception_score_floor']:>14.3f}")
-    lines.append(f"{'class entropy (nats)':<26}{res['class_entropy']:>12.3f}")
-    m = res["memorisation"]
-    lines.append(f"{'nearest-train ratio':<26}{m['ratio']:>12.3f}   (samples / held-out, 1 = no copying)")
-    lines.append(f"n = {res['n']} samples, {res['n_reference']} reference images")
+    """The terminal table; with several runs every cell is ``mean +- std`` over runs."""
+    multi = "runs" in res
+
+    def cell(key: str, width: int, digits: int) -> str:
+        if key not in res:
+            return " " * width
+        txt = f"{res[key]:.{digits}f}"
+        if multi:
+            txt += f" +- {res[key + '_runs_std']:.{digits}f}"
+        return f"{txt:>{width}}"
+
+    w = 22 if multi else 12
+    rows = [("FD", "fd", 3), ("KID", "kid", 5), ("precision (k=3)", "precision", 3), ("recall (k=3)", "recall", 3)]
+    lines = [f"{'metric':<24}{'samples':>{w}}{'real vs real':>{w + 2}}", "-" * (24 + 2 * w + 2)]
+    for label, key, d in rows:
+        lines.append(f"{label:<24}{cell(key + '_samples', w, d)}{cell(key + '_floor', w + 2, d)}")
+    if "inception_score" in res:
+        lines.append(f"{'Inception Score':<24}{cell('inception_score', w, 3)}{cell('inception_score_floor', w + 2, 3)}")
+        lines.append(f"{'class entropy (nats)':<24}{cell('class_entropy', w, 3)}")
+    ratio = res["memorisation_ratio"] if multi else res["memorisation"]["ratio"]
+    std = f" +- {res['memorisation_ratio_runs_std']:.3f}" if multi else ""
+    lines.append(f"{'nearest-train ratio':<24}{ratio:>{w - len(std)}.3f}{std}   (samples / held-out, 1 = no copying)")
+    runs = f", {len(res['runs'])} seeds (mean +- std over seeds)" if multi else ""
+    lines.append(f"features: {res.get('extractor')}; n = {res['n']} samples, {res['n_reference']} reference images{runs}")
     return "\n".join(lines)
 
 
