@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import difflab as dl
-from difflab.sampling import SAMPLERS
+from difflab.sampling import SAMPLERS, nfe_settings
 
 
 class Timed(torch.nn.Module):
@@ -53,23 +53,6 @@ def pca_fd(a: np.ndarray, b: np.ndarray, basis: np.ndarray, mean: np.ndarray) ->
     ca, cb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
     covmean = linalg.sqrtm(ca @ cb).real
     return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
-
-
-def settings(name: str, nfe: int) -> tuple[int, dict] | None:
-    """Steps and options giving about ``nfe`` network evaluations; None if not reachable."""
-    info = SAMPLERS[name]
-    if name == "ode":
-        return 1, {"rtol": {5: 1e-1, 10: 3e-2, 20: 1e-2, 50: 1e-3, 100: 1e-4}.get(nfe, 1e-4),
-                   "atol": {5: 1e-1, 10: 3e-2, 20: 1e-2, 50: 1e-3, 100: 1e-4}.get(nfe, 1e-4)}
-    if name == "heun":
-        steps = (nfe + 1) // 2
-        return (steps, {"grid": "karras", "sigma_max": 80.0}) if steps >= 1 else None
-    if name == "ald":  # geometric noise levels from sigma 50, as NCSN (Song & Ermon 2019)
-        levels = max(1, nfe // 5)
-        return (levels, {"steps_per_level": 5, "grid": "logsnr", "sigma_max": 50.0}) if nfe >= 5 else None
-    steps = nfe // info.nfe_per_step
-    opts = {"order": 3} if name == "unipc" else {}
-    return (steps, opts) if steps >= 1 else None
 
 
 def merge(base: Path, update: Path, out: Path) -> None:
@@ -171,7 +154,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows[1]), flush=True)
     for name in args.samplers.split(","):
         for nfe in [int(v) for v in args.nfe.split(",")]:
-            st = settings(name, nfe)
+            st = nfe_settings(name, nfe)
             if st is None:
                 continue
             res, sec = run(name, *st)
@@ -185,7 +168,7 @@ def main(argv=None) -> int:
     # overhead: time outside the network at batch 256, 10 steps
     over = []
     for name in ([] if args.no_overhead else args.samplers.split(",")):
-        steps, opts = settings(name, 10) or (10, {})
+        steps, opts = nfe_settings(name, 10) or (10, {})
         timed = Timed(den)
         t0 = time.perf_counter()
         dl.sample(timed, n=args.overhead_batch, sampler=name, steps=steps, seed=args.seed, progress=False,

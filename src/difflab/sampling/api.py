@@ -15,7 +15,7 @@ from .grids import time_grid
 from .noise import SampleNoise
 from .samplers import SAMPLERS
 
-__all__ = ["sample", "sample_one_batch", "SampleResult"]
+__all__ = ["sample", "sample_one_batch", "SampleResult", "nfe_settings"]
 
 
 @dataclass
@@ -38,6 +38,25 @@ def sampler_options(name: str) -> list[str]:
     sig = inspect.signature(get_sampler(name).fn)
     return [p.name for p in sig.parameters.values()
             if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback")]
+
+
+def nfe_settings(name: str, nfe: int) -> tuple[int, dict[str, Any]] | None:
+    """Steps and options that spend about ``nfe`` network evaluations with sampler ``name``
+    (None if it cannot be that cheap): Heun on the Karras grid from sigma 80 (Karras et al.'s
+    setting), annealed Langevin with 5 steps per level from sigma 50 (NCSN), the adaptive ODE
+    solver with tolerances that land near the budget, UniPC of order 3, others ``nfe // NFE-per-step``."""
+    info = get_sampler(name)
+    if name == "ode":
+        tol = {5: 1e-1, 10: 3e-2, 20: 1e-2, 50: 1e-3}.get(nfe, 1e-4)
+        return 1, {"rtol": tol, "atol": tol}
+    if name == "heun":
+        steps = (nfe + 1) // 2
+        return (steps, {"grid": "karras", "sigma_max": 80.0}) if steps >= 1 else None
+    if name == "ald":
+        return (nfe // 5, {"steps_per_level": 5, "grid": "logsnr", "sigma_max": 50.0}) if nfe >= 5 else None
+    steps = nfe // info.nfe_per_step
+    opts: dict[str, Any] = {"order": 3} if name == "unipc" else {}
+    return (steps, opts) if steps >= 1 else None
 
 
 def check_options(name: str, opts: dict[str, Any]) -> None:
