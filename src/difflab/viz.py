@@ -16,7 +16,8 @@ from .errors import DifflabError
 from .process.forward import q_sample
 from .process.schedules import Schedule
 
-__all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure"]
+__all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure", "points_figure",
+           "forward_points_figure", "score_field_figure"]
 
 
 def _upscale(h: int) -> int:
@@ -143,4 +144,80 @@ def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
                 if c == 0:
                     ax.set_ylabel("state $x$" if j == 0 else r"$\hat x_0$", fontsize=8)
     fig.suptitle(r"reverse process: state $x_t$ and the denoiser's estimate $\hat x_0$", fontsize=9)
+    return _save(plt, fig, path)
+
+
+# -- points (2-D data) --------------------------------------------------------------------------
+def _scatter(ax, pts: Tensor, color: str, label: str | None = None, lim: float = 3.0, size: float = 1.0) -> None:
+    p = pts.detach().double().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=size, c=color, alpha=0.5, linewidths=0, label=label)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def points_figure(samples: Tensor | dict[str, Tensor], path: str | os.PathLike, data: Tensor | None = None,
+                  lim: float = 3.0, title: str | None = None) -> Path:
+    """Samples (grey-blue) over the data (orange); a dict of sample sets gives one panel each."""
+    plt = _plt()
+    sets = samples if isinstance(samples, dict) else {title or "samples": samples}
+    k = len(sets)
+    cols = min(k, 4)
+    rows = math.ceil(k / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.2), squeeze=False)
+    for ax in axes.flat[k:]:
+        ax.axis("off")
+    for ax, (name, pts) in zip(axes.flat, sets.items()):
+        if data is not None:
+            _scatter(ax, data, "tab:orange", "data", lim)
+        _scatter(ax, pts, "tab:blue", "samples", lim)
+        ax.set_title(name, fontsize=8)
+    if data is not None:
+        axes.flat[0].legend(fontsize=7, markerscale=6, loc="upper right")
+    return _save(plt, fig, path)
+
+
+def forward_points_figure(x0: Tensor, schedules: dict[str, Schedule], ts: Sequence[float], path: str | os.PathLike,
+                          seed: int = 0, lim: float = 3.0) -> Path:
+    """The forward process on a point cloud: one row per schedule, x_t at each t (same noise)."""
+    plt = _plt()
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(len(schedules), len(ts), figsize=(2 * len(ts), 2 * len(schedules) + 0.3), squeeze=False)
+    for r, (name, s) in enumerate(schedules.items()):
+        for c, t in enumerate(ts):
+            a, sg = s.alpha_sigma(torch.tensor(float(t)))
+            x_t = q_sample(s, x0, float(t), eps=eps) / float((a**2 + sg**2).sqrt())
+            _scatter(axes[r, c], x_t, "tab:blue", lim=lim, size=0.5)
+            if r == 0:
+                axes[r, c].set_title(f"t={t:g}", fontsize=8)
+            if c == 0:
+                axes[r, c].set_ylabel(name, fontsize=8)
+    fig.suptitle(r"forward process on points, $x_t/\sqrt{\alpha_t^2+\sigma_t^2}$", fontsize=9)
+    return _save(plt, fig, path)
+
+
+@torch.no_grad()
+def score_field_figure(denoiser, ts: Sequence[float], path: str | os.PathLike, data: Tensor | None = None,
+                       lim: float = 3.0, n: int = 25) -> Path:
+    r"""The learned score :math:`\nabla\log p_t(x) = (\alpha_t\hat x_0 - x)/\sigma_t^2` as arrows on an
+    n x n grid at each t (arrow length normalised per panel), over the data."""
+    plt = _plt()
+    u = torch.linspace(-lim, lim, n)
+    gx, gy = torch.meshgrid(u, u, indexing="xy")
+    x = torch.stack([gx.flatten(), gy.flatten()], 1)
+    fig, axes = plt.subplots(1, len(ts), figsize=(3.2 * len(ts), 3.4), squeeze=False)
+    for ax, t in zip(axes[0], ts):
+        tt = torch.full((x.shape[0],), float(t))
+        a, s = denoiser.schedule.alpha_sigma(tt)
+        score = (a[:, None] * denoiser(x, tt) - x) / (s[:, None] ** 2)
+        mag = score.norm(dim=1, keepdim=True)
+        d = (score / mag.clamp_min(1e-12) * (mag / mag.max()).sqrt()).numpy()
+        if data is not None:
+            _scatter(ax, data, "tab:orange", lim=lim, size=0.5)
+        ax.quiver(x[:, 0].numpy(), x[:, 1].numpy(), d[:, 0], d[:, 1], color="tab:blue", angles="xy",
+                  scale_units="xy", scale=n / (2 * lim) * 1.1, width=0.004)
+        ax.set_title(f"score at t={t:g}", fontsize=8)
+    fig.suptitle(r"learned score $(\alpha_t\hat x_0 - x)/\sigma_t^2$ (length ~ sqrt of magnitude)", fontsize=9)
     return _save(plt, fig, path)

@@ -1,7 +1,8 @@
 """Networks with no diffusion knowledge."""
+from .mlp import MLP
 from .unet import UNet, timestep_embedding
 
-NETWORKS = {"unet": UNet}
+NETWORKS = {"unet": UNet, "mlp": MLP}
 
 
 def build_network(cfg: dict):
@@ -17,4 +18,4 @@ def build_network(cfg: dict):
         raise DifflabError(f"bad network config: {e}") from None
 
 
-__all__ = ["UNet", "timestep_embedding", "build_network", "NETWORKS"]
+__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "NETWORKS"]

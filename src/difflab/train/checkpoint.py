@@ -75,7 +75,7 @@ def model_config(denoiser: Denoiser, data_shape: tuple[int, ...]) -> dict[str, A
     """What is needed to rebuild ``denoiser``: network, schedule and parameterisation."""
     net = denoiser.net
     return {
-        "network": {"type": "unet", **net.config},
+        "network": {"type": getattr(net, "network_type", "unet"), **net.config},
         "schedule": denoiser.schedule.config(),
         "prediction": denoiser.prediction,
         "clip_x0": denoiser.clip_x0,

@@ -166,10 +166,15 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
 
     def write_samples(tag: str) -> None:
         from ..sampling import sample
-        from ..viz import save_grid
-        res = sample(ema_den, n=cfg.sample_n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed,
-                     progress=False)
-        save_grid(res.x, out / "samples" / f"{tag}.png")
+        from ..viz import points_figure, save_grid
+        points = len(shape) == 1
+        res = sample(ema_den, n=1000 if points else cfg.sample_n, sampler="ddim", steps=cfg.sample_steps,
+                     seed=cfg.seed, progress=False)
+        if points:
+            if shape == (2,):
+                points_figure(res.x, out / "samples" / f"{tag}.png", data=x_all[:2000], title=tag)
+        else:
+            save_grid(res.x, out / "samples" / f"{tag}.png")
 
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
     bar = None

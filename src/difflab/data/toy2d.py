@@ -1,0 +1,71 @@
+r"""2-D toy distributions with exact samplers, the classic testbeds of score-based models.
+
+Each is scaled to roughly unit standard deviation per coordinate, so the usual schedules (made
+for data in [-1, 1]) see comparable signal-to-noise ratios:
+
+* ``eight_gaussians``: eight isotropic Gaussians (std 0.1) on a circle of radius 2, rescaled by 1/1.41;
+* ``moons``: two interleaved half circles (radius 1) with Gaussian noise 0.05, centred;
+* ``swiss_roll``: the spiral :math:`r(\cos\theta, \sin\theta)` with :math:`r = \theta \in [1.5\pi, 4.5\pi]`
+  scaled, plus noise 0.05 (Marsland's 2-D roll, as in the Sohl-Dickstein et al. 2015 figures);
+* ``checkerboard``: uniform on the 8 black squares of a 4x4 board on :math:`[-2, 2]^2`, scaled by 1/1.15.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..errors import DifflabError
+from .images import ImageData
+
+__all__ = ["TOY2D", "sample_toy2d", "load_toy2d"]
+
+
+def _eight_gaussians(n: int, g: torch.Generator) -> Tensor:
+    k = torch.randint(0, 8, (n,), generator=g).double()
+    centres = 2 * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1)
+    return (centres + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)) / 1.41
+
+
+def _moons(n: int, g: torch.Generator) -> Tensor:
+    upper = torch.rand(n, generator=g) < 0.5
+    th = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    x = torch.where(upper, torch.cos(th), 1 - torch.cos(th))
+    y = torch.where(upper, torch.sin(th), 0.5 - torch.sin(th))
+    pts = torch.stack([x - 0.5, y - 0.25], 1) + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return pts / torch.tensor([0.87, 0.5], dtype=torch.float64)
+
+
+def _swiss_roll(n: int, g: torch.Generator) -> Tensor:
+    th = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
+    pts = torch.stack([th * torch.cos(th), th * torch.sin(th)], 1) / 7.0
+    return pts + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+def _checkerboard(n: int, g: torch.Generator) -> Tensor:
+    # a cell (i, j) of the 4x4 board on [-2, 2]^2 is "black" when i + j is even
+    cell = torch.randint(0, 8, (n,), generator=g)
+    i = cell // 2
+    j = 2 * (cell % 2) + (i % 2)
+    u = torch.rand(n, 2, generator=g, dtype=torch.float64)
+    pts = torch.stack([i.double(), j.double()], 1) + u - 2.0
+    return pts / 1.15
+
+
+TOY2D = {"eight_gaussians": _eight_gaussians, "moons": _moons, "swiss_roll": _swiss_roll,
+         "checkerboard": _checkerboard}
+
+
+def sample_toy2d(name: str, n: int, seed: int = 0) -> Tensor:
+    """``n`` exact samples ``(n, 2)`` (float32) of the named distribution."""
+    if name not in TOY2D:
+        raise DifflabError(f"unknown 2-D data set {name!r}; choose from {', '.join(TOY2D)}")
+    if n < 1:
+        raise DifflabError(f"number of points must be >= 1, got {n}")
+    return TOY2D[name](n, torch.Generator().manual_seed(seed)).float()
+
+
+def load_toy2d(name: str, n: int = 20000, seed: int = 0) -> ImageData:
+    """A training set of ``n`` points as :class:`ImageData` with ``x`` of shape ``(n, 2)``."""
+    return ImageData(sample_toy2d(name, n, seed), None, f"toy2d:{name}", {"n": n, "seed": seed})
