@@ -201,23 +201,25 @@ def forward_points_figure(x0: Tensor, schedules: dict[str, Schedule], ts: Sequen
 @torch.no_grad()
 def score_field_figure(denoiser, ts: Sequence[float], path: str | os.PathLike, data: Tensor | None = None,
                        lim: float = 3.0, n: int = 25) -> Path:
-    r"""The learned score :math:`\nabla\log p_t(x) = (\alpha_t\hat x_0 - x)/\sigma_t^2` as arrows on an
-    n x n grid at each t (arrow length normalised per panel), over the data."""
+    r"""The learned score :math:`\nabla\log p_t(x) = (\alpha_t\hat x_0 - x)/\sigma_t^2` on an n x n grid at
+    each t: unit arrows for the direction, colour for log10 of the magnitude, over the data."""
     plt = _plt()
     u = torch.linspace(-lim, lim, n)
     gx, gy = torch.meshgrid(u, u, indexing="xy")
     x = torch.stack([gx.flatten(), gy.flatten()], 1)
-    fig, axes = plt.subplots(1, len(ts), figsize=(3.2 * len(ts), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(ts), figsize=(3.9 * len(ts), 3.4), squeeze=False)
     for ax, t in zip(axes[0], ts):
         tt = torch.full((x.shape[0],), float(t))
         a, s = denoiser.schedule.alpha_sigma(tt)
         score = (a[:, None] * denoiser(x, tt) - x) / (s[:, None] ** 2)
         mag = score.norm(dim=1, keepdim=True)
-        d = (score / mag.clamp_min(1e-12) * (mag / mag.max()).sqrt()).numpy()
+        d = (score / mag.clamp_min(1e-12)).numpy()
         if data is not None:
             _scatter(ax, data, "tab:orange", lim=lim, size=0.5)
-        ax.quiver(x[:, 0].numpy(), x[:, 1].numpy(), d[:, 0], d[:, 1], color="tab:blue", angles="xy",
-                  scale_units="xy", scale=n / (2 * lim) * 1.1, width=0.004)
+        q = ax.quiver(x[:, 0].numpy(), x[:, 1].numpy(), d[:, 0], d[:, 1], mag.log10().flatten().numpy(),
+                      cmap="viridis", angles="xy", scale_units="xy", scale=n / (2 * lim) * 1.25, width=0.004)
+        fig.colorbar(q, ax=ax, shrink=0.7, label="log10 |score|")
         ax.set_title(f"score at t={t:g}", fontsize=8)
-    fig.suptitle(r"learned score $(\alpha_t\hat x_0 - x)/\sigma_t^2$ (length ~ sqrt of magnitude)", fontsize=9)
+    fig.suptitle(r"learned score $(\alpha_t\hat x_0 - x)/\sigma_t^2$: direction (arrows), magnitude (colour)",
+                 fontsize=9)
     return _save(plt, fig, path)

@@ -45,6 +45,9 @@ def _fig_quality_vs_nfe(plt, results, floor, metric, path: Path) -> Path:
             ax.plot([q["nfe"] for q in rows], [q[metric] for q in rows], marker="o", ms=3, label=r["id"])
         ax.axhline(floor, color="k", ls="--", lw=1, label="real vs real")
         ax.set(xscale="log", yscale="log", xlabel="NFE", title=s)
+        nfes = sorted({q["target_nfe"] for r in results for q in r["quality"] if q["sampler"] == s})
+        ax.set_xticks(nfes, [str(v) for v in nfes])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel(_LABELS.get(metric, metric))
     axes[0, -1].legend(fontsize=6, loc="upper right")
@@ -171,7 +174,9 @@ def write_report(out: str | Path) -> Path:
     md = [f"# Sweep report: {cfg['name']}", "",
           f"Data: `{json.dumps(cfg['data'])}`; {len(results)} variants; seed {cfg.get('seed', 0)}; "
           f"quality: {_LABELS.get(metric, metric)} (lower is better) of {cfg['sampling'].get('n', 1000)} samples; "
-          f"main setting {main['sampler']} at {main['nfe']} NFE; real-vs-real floor {floor:.4g}.", "",
+          f"main setting {main['sampler']} at {main['nfe']} NFE; real-vs-real floor {floor:.4g}"
+          + (f" +- {results[0]['floor_std']:.2g} (std over 5 draws of exact samples; differences below it are noise)."
+             if results[0].get("floor_std") else "."), "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     for title, path, text in figs:

@@ -169,7 +169,7 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
         from ..viz import points_figure, save_grid
         points = len(shape) == 1
         res = sample(ema_den, n=1000 if points else cfg.sample_n, sampler="ddim", steps=cfg.sample_steps,
-                     seed=cfg.seed, progress=False)
+                     seed=cfg.seed, progress=False, batch_size=1000 if points else 256)
         if points:
             if shape == (2,):
                 points_figure(res.x, out / "samples" / f"{tag}.png", data=x_all[:2000], title=tag)
