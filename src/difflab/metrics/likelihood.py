@@ -73,11 +73,14 @@ def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: 
         g = torch.Generator().manual_seed(seed)
         eps = (torch.randint(0, 2, x0.shape, generator=g) * 2 - 1).to(x0.dtype)
 
+    params = list(denoiser.parameters()) if hasattr(denoiser, "parameters") else []
+    net_dtype = params[0].dtype if params else torch.float64  # the ODE state stays float64
+
     def f(u: float, y: Tensor) -> Tensor:
         t = t_of(u)
         a = sch.alpha_sigma(t)[0]
         xt = y[:, :-1].reshape(x0.shape)
-        D, div_d = _divergence(lambda z: denoiser(expand(a, z) * z, t), xt, eps)
+        D, div_d = _divergence(lambda z: denoiser((expand(a, z) * z).to(net_dtype), t).to(z.dtype), xt, eps)
         # D is a function of x = a x~; d/dx~ of D(a x~) includes the chain factor, taken by autograd
         h = (xt - D).flatten(1)
         return torch.cat([h, (d - div_d)[:, None]], dim=1)
