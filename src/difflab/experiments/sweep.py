@@ -51,7 +51,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                raise DifflabError("TOML sweep configs need Python >= 3.11 (tomllib); write the config in YAML") from None
             cfg = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
             import yaml
