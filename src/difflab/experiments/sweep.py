@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from ..errors import DifflabError
+from ..train.checkpoint import atomic_write_text
 
 __all__ = ["load_config", "expand_grid", "run_sweep", "Variant"]
 
@@ -316,7 +317,7 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
             result = {"variant": dict(v), "id": v.id, "metric": task.metric, "main": main,
                       "quality": table, "loss_buckets": _loss_buckets(den_eval, task, v["weighting"], seed)}
         done.append(rec)
-        state_file.write_text(json.dumps(done, indent=1))
+        atomic_write_text(state_file, json.dumps(done, indent=1))
         bar.update(1)
     assert result is not None
     result["stages"] = done
@@ -347,9 +348,7 @@ def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None
         folder = out / "variants" / v.id
         folder.mkdir(parents=True, exist_ok=True)
         res = _run_variant(cfg, v, task, folder, bar)
-        tmp = folder / "result.json.tmp"
-        tmp.write_text(json.dumps(res, indent=1))
-        tmp.replace(folder / "result.json")
+        atomic_write_text(folder / "result.json", json.dumps(res, indent=1))
         q = res["stages"][-1]["quality"]
         bar.write(f"{v.id}: {res['metric']} {q[res['metric']]:.4f} (floor {res['floor']:.4f}) "
                   f"after {res['stages'][-1]['steps']} steps, {res['stages'][-1]['train_seconds']:.0f}s")
