@@ -75,6 +75,13 @@ class Denoiser(nn.Module):
         return x0
 
 
+def network_dtype(denoiser: nn.Module) -> torch.dtype:
+    """The dtype a denoiser's network computes in (float64 for parameter-free oracles): callers that
+    keep float64 state (likelihood ODE, ELBO) cast to it before the call."""
+    p = next(iter(denoiser.parameters()), None) if hasattr(denoiser, "parameters") else None
+    return torch.float64 if p is None else p.dtype
+
+
 def eps_hat(schedule: Schedule, x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
     r""":math:`\hat\epsilon = (x_t - \alpha_t\hat x_0)/\sigma_t`."""
     a, s = schedule.alpha_sigma(as_time(t, x_t))

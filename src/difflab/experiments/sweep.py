@@ -220,6 +220,7 @@ def _loss_buckets(den, task: _Task, weighting: str, seed: int, buckets: int = 10
     """Held-out loss per t bucket [k/B, (k+1)/B): the variant's own training objective and, comparable
     across variants, the x0 mean squared error."""
     from ..losses import denoising_loss
+    from ..process import q_sample
     x = task.reference[:n] if task.kind != "toy2d" else task.reference[:n].float()
     g = torch.Generator().manual_seed(seed + 7)
     obj, mse = [], []
@@ -229,9 +230,7 @@ def _loss_buckets(den, task: _Task, weighting: str, seed: int, buckets: int = 10
             t = t.clamp(1e-4, 1.0)
             eps = torch.randn(x.shape, generator=g)
             obj.append(float(denoising_loss(den, x, t, eps, weighting).mean()))
-            a, s = den.schedule.alpha_sigma(t)
-            shape = (-1,) + (1,) * (x.ndim - 1)
-            x_t = a.reshape(shape).float() * x + s.reshape(shape).float() * eps
+            x_t = q_sample(den.schedule, x, t, eps=eps).float()
             mse.append(float(((den(x_t, t) - x) ** 2).flatten(1).mean(1).mean()))
     return {"t_mid": [(k + 0.5) / buckets for k in range(buckets)], "objective": obj, "x0_mse": mse}
 
@@ -265,10 +264,8 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
         if st is None:
             return None
         steps, opts = st
-        stats: dict = {}
-        extra = {"stats": stats} if sampler == "ode" else {}
         t0 = time.perf_counter()
-        res = sample(den_eval, n=n, sampler=sampler, steps=steps, seed=seed, progress=False, **opts, **extra,
+        res = sample(den_eval, n=n, sampler=sampler, steps=steps, seed=seed, progress=False, **opts,
                      batch_size=n if task.kind == "toy2d" else 256)  # points: one batch (small-op overhead)
         return {"sampler": sampler, "target_nfe": nfe, "nfe": res.nfe, "seconds": time.perf_counter() - t0,
                 **task.score(res.x)}, res.x

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..denoisers.denoiser import network_dtype
 from ..errors import DifflabError
 
 __all__ = ["ElboResult", "ddpm_elbo", "ddpm_coefficients"]
@@ -111,8 +112,7 @@ def ddpm_elbo(denoiser, x0: Tensor, T: int | None = None, variance: str = "fixed
     var_p = co["beta_tilde"] if variance == "fixed_small" else co["beta"]
     dec_var = co["beta_tilde"][1]
     dims = x0[0].numel()
-    params = list(denoiser.parameters()) if hasattr(denoiser, "parameters") else []
-    dtype = params[0].dtype if params else torch.float64
+    dtype = network_dtype(denoiser)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..denoisers.denoiser import network_dtype
 from ..errors import DifflabError
 from ..process.forward import expand
 from ..sampling.dopri import dopri5
@@ -73,8 +74,7 @@ def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: 
         g = torch.Generator().manual_seed(seed)
         eps = (torch.randint(0, 2, x0.shape, generator=g) * 2 - 1).to(x0.dtype)
 
-    params = list(denoiser.parameters()) if hasattr(denoiser, "parameters") else []
-    net_dtype = params[0].dtype if params else torch.float64  # the ODE state stays float64
+    net_dtype = network_dtype(denoiser)  # the ODE state stays float64
 
     def f(u: float, y: Tensor) -> Tensor:
         t = t_of(u)
