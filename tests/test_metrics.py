@@ -242,3 +242,21 @@ def test_eval_seeds_and_likelihood_cli(tmp_path, monkeypatch, capsys):
     assert "bits/dim" in capsys.readouterr().out
     lk = _json.loads((tmp_path / "l.json").read_text())
     assert len(lk["bpd"]) == 4 and all(b > 0 for b in lk["bpd"])
+
+
+def test_evaluate_samples_scores_floats_as_the_saved_8bit_images():
+    """A float tensor straight from a sampler (values beyond [-1, 1]) and the uint8 images written from
+    it get identical scores: evaluation quantises floats as saving does."""
+    import difflab as dl
+    from difflab.metrics import SmallCNN
+    from difflab.metrics.evaluate import evaluate_samples
+    torch.manual_seed(0)
+    net = SmallCNN(1, 10)
+    d = dl.load_dataset("digits")
+    g = torch.Generator().manual_seed(1)
+    x = d.x[:200] * 1.2 + 0.05 * torch.randn(d.x[:200].shape, generator=g)  # overshoots [-1, 1]
+    assert x.abs().max() > 1.1
+    kw = dict(train=d.x[200:1200], reference=d.x[1200:1700], model=net, min_samples=10, use_cache=False)
+    a, b = evaluate_samples(x, **kw), evaluate_samples(torch.from_numpy(dl.data.to_uint8(x)), **kw)
+    for k in ("fd_samples", "kid_samples", "precision_samples", "recall_samples", "inception_score"):
+        assert a[k] == b[k], k
