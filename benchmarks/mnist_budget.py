@@ -3,12 +3,14 @@
     python benchmarks/mnist_budget.py [--minutes 10] [--n 1000] [--ddpm-n 1000] [--work runs/mnist_budget]
 
 Both contestants train on MNIST images 0-7999 (``../shared/data/mnist``) for ``--minutes`` of wall
-clock each, one after the other on the same idle machine, with the same batch size (64), peak
-learning rate (2e-3 after 200 linear warm-up steps), gradient clipping (1.0), AdamW and EMA
-(0.999 with warm-up), and about the same parameter count:
+clock each, one after the other on the same idle machine, with the same batch size (64), learning
+rate (peak 2e-3 after 200 linear warm-up steps, then the recipe's default cosine decay to 0, here
+over the wall-clock budget), gradient clipping (1.0), AdamW and EMA (0.999 with warm-up), and about
+the same parameter count:
 
 * **difflab**: its UNet (16, 32, 64; 1 block per level; attention at 7x7), cosine schedule,
-  v-prediction, min-SNR-5 loss weighting (the ``difflab train`` defaults); 0.69M parameters.
+  v-prediction, min-SNR-5 loss weighting (the ``difflab train`` defaults; x0 not clipped when
+  sampling); 0.69M parameters.
 * **diffusers recipe** (``examples/unconditional_image_generation/train_unconditional.py``):
   ``UNet2DModel`` with two layers per block, channels in the recipe's ratio (c, c, 2c), three levels
   for 28x28 instead of six for 64x64 and, as in the recipe, self-attention only at a coarse level
@@ -40,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
 BATCH, LR, WARMUP, CLIP, EMA_DECAY = 64, 2e-3, 200, 1.0, 0.999
+LR_SCHEDULE = "cosine"  # the recipe's default --lr_scheduler, decayed over the wall-clock budget
 DIFFUSERS_CHANNELS = (24, 24, 48)
 # (label, sampler, steps, options); NFE = steps for all of these
 DIFFLAB_SAMPLERS = [("ddim-50", "ddim", 50, {"grid": "trailing"}),
@@ -77,8 +80,9 @@ def phase_train_difflab(a, work: Path) -> dict:
     data = dl.load_dataset("mnist", a.data_dir, "0:8000")
     torch.manual_seed(a.seed)
     den = dl.Denoiser(UNet(**default_network(data.shape)), dl.get_schedule("cosine", T=1000), "v")
-    cfg = TrainConfig(minutes=a.minutes, batch_size=BATCH, lr=LR, warmup=WARMUP, grad_clip=CLIP, ema_decay=EMA_DECAY,
-                      weighting="min_snr", seed=a.seed, sample_every=0, progress=not a.no_progress)
+    cfg = TrainConfig(minutes=a.minutes, batch_size=BATCH, lr=LR, warmup=WARMUP, lr_schedule=LR_SCHEDULE,
+                      grad_clip=CLIP, ema_decay=EMA_DECAY, weighting="min_snr", seed=a.seed, sample_every=0,
+                      progress=not a.no_progress)
     res = train(den, data, work / "difflab", cfg)
     return {"steps": res.step, "seconds": res.seconds, "it_per_s": res.it_per_s, "final_loss": res.final_loss,
             "params": sum(p.numel() for p in den.net.parameters())}
@@ -92,7 +96,7 @@ def phase_train_diffusers(a, work: Path) -> dict:
     from tqdm.auto import tqdm
 
     import difflab as dl
-    from difflab.train import EMA
+    from difflab.train import EMA, TrainConfig, lr_at
     data = dl.load_dataset("mnist", a.data_dir, "0:8000")
     torch.manual_seed(a.seed)
     g = torch.Generator().manual_seed(a.seed)
@@ -101,6 +105,7 @@ def phase_train_diffusers(a, work: Path) -> dict:
     opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=0.0)
     ema = EMA(unet, EMA_DECAY)
     budget, step, losses = 60.0 * a.minutes, 0, []
+    cfg = TrainConfig(minutes=a.minutes, lr=LR, warmup=WARMUP, lr_schedule=LR_SCHEDULE)  # the same LR curve
     bar = None if a.no_progress else tqdm(total=int(budget), desc="diffusers recipe", unit="s")
     unet.train()
     start = time.perf_counter()
@@ -110,7 +115,7 @@ def phase_train_diffusers(a, work: Path) -> dict:
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (BATCH,), generator=g)
         for grp in opt.param_groups:
-            grp["lr"] = LR * min(1.0, (step + 1) / WARMUP)
+            grp["lr"] = lr_at(cfg, step, (now - start) / budget)
         loss = F.mse_loss(unet(sched.add_noise(x0, noise, t), t).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,16 +136,16 @@ def phase_train_diffusers(a, work: Path) -> dict:
             "params": sum(p.numel() for p in unet.parameters())}
 
 
-def _sample_difflab(a, work: Path, label: str, n: int):
+def _sample_difflab(a, work: Path, label: str, n: int, seed: int):
     import difflab as dl
     _, name, steps, opts = next(s for s in DIFFLAB_SAMPLERS if s[0] == label)
     den = dl.load(str(work / "difflab"))
-    res = dl.sample(den, n=n, sampler=name, steps=steps, seed=a.seed, batch_size=a.sample_batch,
+    res = dl.sample(den, n=n, sampler=name, steps=steps, seed=seed, batch_size=a.sample_batch,
                     progress=not a.no_progress, **opts)
     return res.x, res.nfe
 
 
-def _sample_diffusers(a, work: Path, label: str, n: int):
+def _sample_diffusers(a, work: Path, label: str, n: int, seed: int):
     import diffusers
     import torch
     from diffusers import UNet2DModel
@@ -153,7 +158,7 @@ def _sample_diffusers(a, work: Path, label: str, n: int):
     bar = None if a.no_progress else tqdm(total=n * steps, desc=f"diffusers {label}", unit="img-step")
     for b0 in range(0, n, a.sample_batch):
         nb = min(a.sample_batch, n - b0)
-        g = torch.Generator().manual_seed(a.seed * 100003 + b0)
+        g = torch.Generator().manual_seed(seed * 100003 + b0)
         sched.set_timesteps(steps)
         x = torch.randn((nb, 1, 28, 28), generator=g) * sched.init_noise_sigma
         with torch.no_grad():
@@ -168,15 +173,17 @@ def _sample_diffusers(a, work: Path, label: str, n: int):
     return torch.cat(out), steps
 
 
-def phase_sample(a, work: Path, side: str, label: str) -> dict:
+def phase_sample(a, work: Path, side: str, label: str, seed: int | None = None) -> dict:
     import numpy as np
 
     from difflab.data import to_uint8
     n = a.ddpm_n if label.startswith("ddpm") else a.n
     t0 = time.perf_counter()
-    x, nfe = (_sample_difflab if side == "difflab" else _sample_diffusers)(a, work, label, n)
+    x, nfe = (_sample_difflab if side == "difflab" else _sample_diffusers)(a, work, label, n,
+                                                                          a.seed if seed is None else seed)
     seconds = time.perf_counter() - t0
-    np.savez_compressed(work / f"samples_{side}_{label}.npz", samples=to_uint8(x))
+    tag = "" if seed is None else f"_seed{seed}"
+    np.savez_compressed(work / f"samples_{side}_{label}{tag}.npz", samples=to_uint8(x))
     return {"n": n, "nfe": nfe, "seconds": seconds, "s_per_image": seconds / n}
 
 
@@ -208,6 +215,42 @@ def phase_eval(a, work: Path) -> dict:
     return res
 
 
+def phase_eval_seeds(a, work: Path) -> dict:
+    """FD of each side's best <= 50 NFE sampler for the sampling seeds ``--seed`` + ``--extra-seeds``."""
+    import numpy as np
+    import torch
+
+    import difflab as dl
+    from difflab.metrics import load_classifier
+    from difflab.metrics.evaluate import evaluate_samples
+    clf = load_classifier(a.classifier or work / "classifier")
+    train = dl.load_dataset("mnist", a.data_dir, "0:8000").x
+    ref = dl.load_dataset("mnist", a.data_dir, "8000:10000").x
+    res = {}
+    for side, label in best_samplers(work).items():
+        runs = {}
+        for seed in [a.seed] + extra_seeds(a):
+            tag = "" if seed == a.seed else f"_seed{seed}"
+            x = torch.from_numpy(np.load(work / f"samples_{side}_{label}{tag}.npz")["samples"])
+            runs[str(seed)] = evaluate_samples(x, train, ref, clf, min_samples=a.n)["fd_samples"]
+        res[side] = {"sampler": label, "fd": runs}
+    return res
+
+
+def extra_seeds(a) -> list[int]:
+    return [int(v) for v in a.extra_seeds.split(",") if v.strip()] if a.extra_seeds else []
+
+
+def best_samplers(work: Path) -> dict[str, str]:
+    """Each side's sampler with the lowest FD at <= 50 NFE (seed ``--seed``), from ``WORK/eval.json``."""
+    ev = json.loads((work / "eval.json").read_text())
+    best = {}
+    for side, table in (("difflab", DIFFLAB_SAMPLERS), ("diffusers", DIFFUSERS_SAMPLERS)):
+        cands = [s[0] for s in table if s[2] <= 50]
+        best[side] = min(cands, key=lambda lab: ev[f"{side}/{lab}"]["fd_samples"])
+    return best
+
+
 # -- orchestration ---------------------------------------------------------------------------------
 def phases(a) -> list[str]:
     out = ["train_difflab", "train_diffusers"]
@@ -218,10 +261,18 @@ def phases(a) -> list[str]:
     return out + ["eval"]
 
 
+def seed_phases(a, work: Path) -> list[str]:
+    """After ``eval``: the best samplers again with the extra sampling seeds, and their FD."""
+    if not extra_seeds(a):
+        return []
+    best = best_samplers(work)
+    return [f"sample:{side}:{best[side]}:{s}" for side in best for s in extra_seeds(a)] + ["eval_seeds"]
+
+
 def run_phase(a, work: Path, name: str) -> dict:
     if name.startswith("sample:"):
-        _, side, label = name.split(":")
-        res = phase_sample(a, work, side, label)
+        _, side, label, *seed = name.split(":")
+        res = phase_sample(a, work, side, label, int(seed[0]) if seed else None)
     else:
         res = globals()[f"phase_{name}"](a, work)
     res["peak_rss_mb"] = peak_rss_mb()
@@ -230,11 +281,9 @@ def run_phase(a, work: Path, name: str) -> dict:
 
 def summarise(a, work: Path) -> dict:
     r = {p: json.loads((work / f"{p.replace(':', '_')}.json").read_text()) for p in phases(a)}
+    r.update({p: json.loads((work / f"{p.replace(':', '_')}.json").read_text()) for p in seed_phases(a, work)})
     ev = r["eval"]
-    best = {}
-    for side, table in (("difflab", DIFFLAB_SAMPLERS), ("diffusers", DIFFUSERS_SAMPLERS)):
-        cands = [s[0] for s in table if s[2] <= 50]
-        best[side] = min(cands, key=lambda lab: ev[f"{side}/{lab}"]["fd_samples"])
+    best = best_samplers(work)
     lines = ["| | difflab | diffusers recipe | difflab / diffusers |", "|---|---|---|---|"]
 
     def row(label, a_, b_, fmt="{:.3g}"):
@@ -264,8 +313,18 @@ def summarise(a, work: Path) -> dict:
     lines.append(f"best <= 50 NFE: difflab {best['difflab']} FD {fd_d:.2f}, diffusers {best['diffusers']} FD "
                  f"{fd_f:.2f}; ratio {fd_d / fd_f:.3f} (target <= 0.5: {'met' if fd_d <= 0.5 * fd_f else 'NOT met'}); "
                  f"real-vs-real floor at n={a.n}: {floor:.2f}")
-    summary = {"phases": r, "best": best, "fd_ratio": fd_d / fd_f, "target_met": fd_d <= 0.5 * fd_f,
-               "markdown": "\n".join(lines)}
+    summary = {"phases": r, "best": best, "fd_ratio": fd_d / fd_f, "target_met": fd_d <= 0.5 * fd_f}
+    if "eval_seeds" in r:
+        import statistics
+        fds = {side: list(r["eval_seeds"][side]["fd"].values()) for side in best}
+        ratios = [d / f for d, f in zip(fds["difflab"], fds["diffusers"])]
+        m_d, m_f = statistics.mean(fds["difflab"]), statistics.mean(fds["diffusers"])
+        lines.append(f"over sampling seeds {[a.seed] + extra_seeds(a)}: difflab FD {m_d:.2f} +- "
+                     f"{statistics.stdev(fds['difflab']):.2f}, diffusers FD {m_f:.2f} +- {statistics.stdev(fds['diffusers']):.2f}; "
+                     f"ratio of means {m_d / m_f:.3f}, per-seed ratios {', '.join(f'{q:.3f}' for q in ratios)} "
+                     f"(target <= 0.5 on the mean: {'met' if m_d <= 0.5 * m_f else 'NOT met'})")
+        summary.update(fd_seeds=fds, fd_ratio_of_means=m_d / m_f, target_met_on_mean=m_d <= 0.5 * m_f)
+    summary["markdown"] = "\n".join(lines)
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -280,6 +339,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-batch", type=int, default=250)
     ap.add_argument("--classifier", help="a difflab train-classifier folder (default: train one in WORK)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra-seeds", default="1,2",
+                    help="more sampling seeds for each side's best sampler (FD mean and std); '' for none")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -290,17 +351,18 @@ def main(argv=None) -> int:
         (work / f"{a.phase.replace(':', '_')}.json").write_text(json.dumps(res, indent=1))
         return 0
     (work / "args.json").write_text(json.dumps(vars(a), indent=1))
-    for name in phases(a):
-        if (work / f"{name.replace(':', '_')}.json").is_file():
-            print(f"[done] {name}", flush=True)
-            continue
-        print(f"[run ] {name}", flush=True)
-        t0 = time.perf_counter()
-        child = [sys.executable, __file__, "--phase", name] + [x for x in (argv or sys.argv[1:])]
-        if subprocess.call(child) != 0:
-            print(f"phase {name} failed; rerun the same command to continue", file=sys.stderr)
-            return 1
-        print(f"[ok  ] {name} in {time.perf_counter() - t0:.0f}s", flush=True)
+    for group in (phases, seed_phases):
+        for name in (group(a) if group is phases else group(a, work)):
+            if (work / f"{name.replace(':', '_')}.json").is_file():
+                print(f"[done] {name}", flush=True)
+                continue
+            print(f"[run ] {name}", flush=True)
+            t0 = time.perf_counter()
+            child = [sys.executable, __file__, "--phase", name] + [x for x in (argv or sys.argv[1:])]
+            if subprocess.call(child) != 0:
+                print(f"phase {name} failed; rerun the same command to continue", file=sys.stderr)
+                return 1
+            print(f"[ok  ] {name} in {time.perf_counter() - t0:.0f}s", flush=True)
     print(summarise(a, work)["markdown"])
     return 0
 

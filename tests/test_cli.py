@@ -1,4 +1,5 @@
 """The CLI end to end, and its one-line errors with a non-zero exit."""
+import json
 import os
 import subprocess
 import sys
@@ -28,8 +29,9 @@ TRAIN = ["train", "--steps", "3", "--batch-size", "4", "--channels", "8,16", "--
 
 def test_train_sample_forward_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(TRAIN + ["--data", "digits", "--index-range", "0:64", "--out", str(run)]) == 0
+    assert main(TRAIN + ["--data", "digits", "--index-range", "0:64", "--lr-schedule", "cosine", "--out", str(run)]) == 0
     assert (run / "checkpoints" / "latest").exists() and (run / "log.jsonl").exists()
+    assert json.loads((run / "run.json").read_text())["training"]["lr_schedule"] == "cosine"
     assert main(["sample", str(run), "--sampler", "ddpm", "--steps", "20", "--n", "4", "--out", str(tmp_path / "s"),
                  "--trajectory", "--trajectory-points", "3", "--no-progress"]) == 0
     arr = np.load(tmp_path / "s" / "ddpm_20_seed0.npz")["samples"]

@@ -38,3 +38,28 @@ def test_loss_decreases_on_real_digits(tmp_path):
              sample_steps=2, log_every=20)
     losses = [json.loads(l)["loss"] for l in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_cosine_lr_schedule_follows_its_formula_across_a_resume(tmp_path):
+    """--lr-schedule cosine: lr_i = lr * min(1, (i+1)/warmup) * (1 + cos(pi i / steps)) / 2 for step i
+    (0-based), ending at ~0.  A 5-step run resumed with steps=10 continues at step 5 of the 10-step
+    curve (the progress of a step budget is the global step over the total)."""
+    import math
+
+    import pytest
+
+    from difflab.errors import DifflabError
+    from difflab.train import TrainConfig, lr_at
+    data = dl.load_dataset("digits", index_range="0:64")
+    kw = dict(batch_size=4, lr=1e-3, warmup=3, lr_schedule="cosine", progress=False, sample_every=0, sample_n=2,
+              sample_steps=2, log_every=1, ckpt_every_minutes=100.0)
+    dl.train(_den(), data, tmp_path / "r", steps=5, **kw)
+    dl.train(_den(), data, tmp_path / "r", steps=10, resume=True, **kw)
+    lrs = [json.loads(l)["lr"] for l in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    f = lambda i, total: 1e-3 * min(1.0, (i + 1) / 3) * 0.5 * (1 + math.cos(math.pi * i / total))  # noqa: E731
+    want = [f(i, 5) for i in range(5)] + [f(i, 10) for i in range(5, 10)]   # the resumed run counts from step 5
+    assert lrs == pytest.approx(want, rel=1e-12)
+    assert lrs[-1] < 0.03 * 1e-3                                   # (1 + cos 0.9 pi) / 2 = 0.024
+    assert lr_at(TrainConfig(steps=10, lr=1e-3, warmup=1), 7, 0.9) == 1e-3  # constant ignores the progress
+    with pytest.raises(DifflabError, match="learning-rate schedule"):
+        TrainConfig(steps=1, lr_schedule="step").check()

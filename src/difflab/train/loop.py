@@ -25,7 +25,9 @@ from ..losses import WEIGHTINGS, denoising_loss
 from .checkpoint import _tensors_to_state, atomic_write_text, load_checkpoint, save_checkpoint
 from .ema import EMA
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup: int = 200                 # linear LR warm-up steps
+    lr_schedule: str = "constant"     # after warm-up: "constant" or "cosine" decay to 0 over the budget
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
@@ -63,6 +66,8 @@ class TrainConfig:
             raise DifflabError(f"learning rate must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DifflabError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
         if self.weighting not in WEIGHTINGS:
             raise DifflabError(f"unknown loss weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
@@ -103,8 +108,17 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self.old)
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+def lr_at(cfg: TrainConfig, step: int, progress: float = 0.0) -> float:
+    r"""Learning rate of optimisation step ``step`` (0-based): linear warm-up over ``cfg.warmup`` steps,
+    times :math:`\tfrac12(1 + \cos\pi p)` for the ``cosine`` schedule, where ``p`` in [0, 1] is the
+    fraction of the budget spent (steps done / ``steps``, or wall clock / ``minutes``, whichever is
+    further).  The decay to 0 at the end of the budget is the cosine schedule of diffusers' training
+    examples (their default), there counted in steps; a minute budget counts wall clock of this
+    invocation, so resuming such a run starts a new decay."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    if cfg.lr_schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return lr
 
 
 def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: TrainConfig | None = None,
@@ -205,7 +219,9 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
             x0 = x_all[idx]
             t = denoiser.schedule.sample_t(cfg.batch_size, generator=gen)
             eps = torch.randn(x0.shape, generator=gen)
-            lr = _lr_at(cfg, step)
+            progress = max(0.0 if cfg.steps is None else step / cfg.steps,
+                           0.0 if budget_s is None else (now - start) / budget_s)
+            lr = lr_at(cfg, step, progress)
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
