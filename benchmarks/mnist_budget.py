@@ -196,16 +196,20 @@ def phase_classifier(a, work: Path) -> dict:
     return {"classifier": str(work / "classifier")}
 
 
+def _eval_inputs(a, work: Path):
+    """The extractor, the training images (for the floor) and the held-out reference images."""
+    import difflab as dl
+    from difflab.metrics import load_classifier
+    return (load_classifier(a.classifier or work / "classifier"), dl.load_dataset("mnist", a.data_dir, "0:8000").x,
+            dl.load_dataset("mnist", a.data_dir, "8000:10000").x)
+
+
 def phase_eval(a, work: Path) -> dict:
     import numpy as np
     import torch
 
-    import difflab as dl
-    from difflab.metrics import load_classifier
     from difflab.metrics.evaluate import evaluate_samples
-    clf = load_classifier(a.classifier or work / "classifier")
-    train = dl.load_dataset("mnist", a.data_dir, "0:8000").x
-    ref = dl.load_dataset("mnist", a.data_dir, "8000:10000").x
+    clf, train, ref = _eval_inputs(a, work)
     res = {}
     for side, table in (("difflab", DIFFLAB_SAMPLERS), ("diffusers", DIFFUSERS_SAMPLERS)):
         for label, *_ in table:
@@ -220,12 +224,8 @@ def phase_eval_seeds(a, work: Path) -> dict:
     import numpy as np
     import torch
 
-    import difflab as dl
-    from difflab.metrics import load_classifier
     from difflab.metrics.evaluate import evaluate_samples
-    clf = load_classifier(a.classifier or work / "classifier")
-    train = dl.load_dataset("mnist", a.data_dir, "0:8000").x
-    ref = dl.load_dataset("mnist", a.data_dir, "8000:10000").x
+    clf, train, ref = _eval_inputs(a, work)
     res = {}
     for side, label in best_samplers(work).items():
         runs = {}
@@ -351,8 +351,8 @@ def main(argv=None) -> int:
         (work / f"{a.phase.replace(':', '_')}.json").write_text(json.dumps(res, indent=1))
         return 0
     (work / "args.json").write_text(json.dumps(vars(a), indent=1))
-    for group in (phases, seed_phases):
-        for name in (group(a) if group is phases else group(a, work)):
+    for group in (lambda: phases(a), lambda: seed_phases(a, work)):  # the seed phases need eval.json
+        for name in group():
             if (work / f"{name.replace(':', '_')}.json").is_file():
                 print(f"[done] {name}", flush=True)
                 continue
