@@ -61,6 +61,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def train_config(a):
+    """The training settings both contestants share (difflab's loop reads all of them; the diffusers
+    loop its batch size, learning-rate curve, clipping and EMA decay)."""
+    from difflab.train import TrainConfig
+    return TrainConfig(minutes=a.minutes, batch_size=BATCH, lr=LR, warmup=WARMUP, lr_schedule=LR_SCHEDULE,
+                       grad_clip=CLIP, ema_decay=EMA_DECAY, weighting="min_snr", seed=a.seed, sample_every=0,
+                       progress=not a.no_progress)
+
+
 def diffusers_unet():
     from diffusers import UNet2DModel
     c = DIFFUSERS_CHANNELS
@@ -76,14 +85,11 @@ def phase_train_difflab(a, work: Path) -> dict:
     import difflab as dl
     from difflab.cli import default_network
     from difflab.nn import UNet
-    from difflab.train import TrainConfig, train
+    from difflab.train import train
     data = dl.load_dataset("mnist", a.data_dir, "0:8000")
     torch.manual_seed(a.seed)
     den = dl.Denoiser(UNet(**default_network(data.shape)), dl.get_schedule("cosine", T=1000), "v")
-    cfg = TrainConfig(minutes=a.minutes, batch_size=BATCH, lr=LR, warmup=WARMUP, lr_schedule=LR_SCHEDULE,
-                      grad_clip=CLIP, ema_decay=EMA_DECAY, weighting="min_snr", seed=a.seed, sample_every=0,
-                      progress=not a.no_progress)
-    res = train(den, data, work / "difflab", cfg)
+    res = train(den, data, work / "difflab", train_config(a))
     return {"steps": res.step, "seconds": res.seconds, "it_per_s": res.it_per_s, "final_loss": res.final_loss,
             "params": sum(p.numel() for p in den.net.parameters())}
 
@@ -96,30 +102,30 @@ def phase_train_diffusers(a, work: Path) -> dict:
     from tqdm.auto import tqdm
 
     import difflab as dl
-    from difflab.train import EMA, TrainConfig, lr_at
+    from difflab.train import EMA, lr_at
     data = dl.load_dataset("mnist", a.data_dir, "0:8000")
     torch.manual_seed(a.seed)
     g = torch.Generator().manual_seed(a.seed)
     unet = diffusers_unet()
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=0.0)
-    ema = EMA(unet, EMA_DECAY)
-    budget, step, losses = 60.0 * a.minutes, 0, []
-    cfg = TrainConfig(minutes=a.minutes, lr=LR, warmup=WARMUP, lr_schedule=LR_SCHEDULE)  # the same LR curve
+    cfg = train_config(a)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(unet, cfg.ema_decay)
+    budget, step, losses = 60.0 * cfg.minutes, 0, []
     bar = None if a.no_progress else tqdm(total=int(budget), desc="diffusers recipe", unit="s")
     unet.train()
     start = time.perf_counter()
     while (now := time.perf_counter()) - start < budget:
-        idx = torch.randint(0, len(data), (BATCH,), generator=g)
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=g)
         x0 = data.x[idx]
         noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, sched.config.num_train_timesteps, (BATCH,), generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=g)
         for grp in opt.param_groups:
             grp["lr"] = lr_at(cfg, step, (now - start) / budget)
         loss = F.mse_loss(unet(sched.add_noise(x0, noise, t), t).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), CLIP)
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
         opt.step()
         ema.update(unet)
         step += 1
@@ -167,7 +173,7 @@ def _sample_diffusers(a, work: Path, label: str, n: int, seed: int):
                 x = sched.step(eps, t, x, generator=g).prev_sample
                 if bar is not None:
                     bar.update(nb)
-        out.append(x.clamp(-1, 1))
+        out.append(x)  # clamped and quantised by to_uint8 when saved
     if bar is not None:
         bar.close()
     return torch.cat(out), steps

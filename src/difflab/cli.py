@@ -87,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"schedule {den.schedule!r}; prediction {den.prediction}")
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, warmup=args.warmup, lr_schedule=args.lr_schedule,
-                      grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16, seed=args.seed,
+                      grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
+                      seed=args.seed,
                       sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)
@@ -416,8 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
-                   help="after warm-up: constant, or cosine decay to 0 over the steps/minutes budget")
+    p.add_argument("--lr-schedule", default="constant",
+                   help="after warm-up: constant, or cosine (decay to 0 over the steps/minutes budget)")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")

@@ -210,7 +210,7 @@ class _Task:
         from ..metrics.evaluate import evaluate_samples
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = evaluate_samples(x.clamp(-1, 1), self.train.x, self.reference, self.classifier, min_samples=0)
+            r = evaluate_samples(x, self.train.x, self.reference, self.classifier, min_samples=0)
         self.floor = r["fd_floor"]
         return {k: r[k] for k in ("fd_samples", "kid_samples", "precision_samples", "recall_samples",
                                   "inception_score", "class_entropy")} | {"fd": r["fd_samples"]}
