@@ -29,9 +29,11 @@ TRAIN = ["train", "--steps", "3", "--batch-size", "4", "--channels", "8,16", "--
 
 def test_train_sample_forward_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(TRAIN + ["--data", "digits", "--index-range", "0:64", "--lr-schedule", "cosine", "--out", str(run)]) == 0
+    assert main(TRAIN + ["--data", "digits", "--index-range", "0:64", "--lr-schedule", "cosine",
+                         "--adam-betas", "0.9,0.99", "--out", str(run)]) == 0
     assert (run / "checkpoints" / "latest").exists() and (run / "log.jsonl").exists()
-    assert json.loads((run / "run.json").read_text())["training"]["lr_schedule"] == "cosine"
+    training = json.loads((run / "run.json").read_text())["training"]
+    assert training["lr_schedule"] == "cosine" and training["adam_betas"] == [0.9, 0.99]
     assert main(["sample", str(run), "--sampler", "ddpm", "--steps", "20", "--n", "4", "--out", str(tmp_path / "s"),
                  "--trajectory", "--trajectory-points", "3", "--no-progress"]) == 0
     arr = np.load(tmp_path / "s" / "ddpm_20_seed0.npz")["samples"]
@@ -55,6 +57,10 @@ def test_user_errors(tmp_path, capsys):
                                               "--out", tmp_path / "r")
     assert "does not fit a UNet" in _err(capsys, *TRAIN, "--data", "digits", "--channels", "8,16,16,16,16",
                                          "--out", tmp_path / "r")
+    assert "--adam-betas: expected two numbers" in _err(capsys, *TRAIN, "--data", "digits", "--adam-betas", "0.9",
+                                                        "--out", tmp_path / "r")
+    assert "Adam betas must be" in _err(capsys, *TRAIN, "--data", "digits", "--adam-betas", "0.9,1.5",
+                                        "--out", tmp_path / "r")
     assert "give a training budget" in _err(capsys, "train", "--data", "digits", "--out", tmp_path / "r")
     assert "checkpoint not found" in _err(capsys, "sample", tmp_path / "none")
     run = tmp_path / "run"

@@ -63,3 +63,28 @@ def test_cosine_lr_schedule_follows_its_formula_across_a_resume(tmp_path):
     assert lr_at(TrainConfig(steps=10, lr=1e-3, warmup=1), 7, 0.9) == 1e-3  # constant ignores the progress
     with pytest.raises(DifflabError, match="learning-rate schedule"):
         TrainConfig(steps=1, lr_schedule="step").check()
+
+
+def test_adam_betas_reach_the_optimizer_and_a_resume_uses_the_given_ones(tmp_path):
+    """adam_betas go to AdamW: a run with (0.5, 0.9) saves them with its optimizer state and in run.json, and
+    its second-moment state after one step is (1 - 0.9) g^2 (Adam's v_1); a resume takes this invocation's
+    betas; out-of-range values are refused by name."""
+    import pytest
+
+    from difflab.errors import DifflabError
+    from difflab.train import TrainConfig, load_checkpoint
+    data = dl.load_dataset("digits", index_range="0:64")
+    kw = dict(batch_size=4, progress=False, sample_every=0, sample_n=2, sample_steps=2, ckpt_every_minutes=100.0)
+    den = _den()
+    dl.train(den, data, tmp_path / "r", steps=1, adam_betas=(0.5, 0.9), grad_clip=0.0, **kw)
+    ck = load_checkpoint(tmp_path / "r")
+    assert ck.config["optimizer_param_groups"][0]["betas"] == [0.5, 0.9]
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["training"]["adam_betas"] == [0.5, 0.9]
+    state = ck.tensors("train_state.safetensors")
+    m1, v1 = state["state.0.exp_avg"], state["state.0.exp_avg_sq"]   # m_1 = (1 - b1) g, v_1 = (1 - b2) g^2
+    assert torch.allclose(v1, (1 - 0.9) * (m1 / (1 - 0.5)) ** 2, rtol=1e-5, atol=1e-12) and v1.abs().sum() > 0
+    dl.train(_den(), data, tmp_path / "r", steps=2, resume=True, adam_betas=(0.8, 0.95), **kw)
+    assert load_checkpoint(tmp_path / "r").config["optimizer_param_groups"][0]["betas"] == [0.8, 0.95]
+    for bad in [(0.9, 1.0), (-0.1, 0.9), (0.9,)]:
+        with pytest.raises(DifflabError, match="Adam betas"):
+            TrainConfig(steps=1, adam_betas=bad).check()

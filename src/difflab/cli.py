@@ -38,6 +38,15 @@ def default_network(shape: Sequence[int]) -> dict:
     return dict(in_channels=c, channels=[16, 32, 64], layers_per_block=1, attention_levels=[2])
 
 
+def _betas(text: str) -> tuple[float, float]:
+    """``--adam-betas 0.9,0.99`` -> (0.9, 0.99); TrainConfig checks the range."""
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise DifflabError(f"--adam-betas: expected two numbers B1,B2, got {text!r}") from None
+    return b1, b2
+
+
 def _schedule_from_args(args: argparse.Namespace):
     from .process import get_schedule
     T = args.timesteps if args.timesteps > 0 else None
@@ -86,7 +95,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model: UNet {den.net.config['channels']}, {n_params / 1e6:.2f}M parameters; "
           f"schedule {den.schedule!r}; prediction {den.prediction}")
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, warmup=args.warmup, lr_schedule=args.lr_schedule,
+                      weight_decay=args.weight_decay,
+                      adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
+                      warmup=args.warmup, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
                       seed=args.seed,
                       sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
@@ -416,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--adam-betas", metavar="B1,B2", help="AdamW betas (default 0.9,0.999)")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--lr-schedule", default="constant",
                    help="after warm-up: constant, or cosine (decay to 0 over the steps/minutes budget)")

