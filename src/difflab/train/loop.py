@@ -147,7 +147,7 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
     denoiser.data_shape = shape
 
     net = denoiser.net
-    betas = (float(cfg.adam_betas[0]), float(cfg.adam_betas[1]))
+    betas = tuple(map(float, cfg.adam_betas))  # a list when read back from run.json
     # the fused kernel: one pass over all parameters (2.8 ms instead of 13 ms a step for the 0.69M MNIST UNet)
     fused = all(p.device.type in ("cpu", "cuda") for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
@@ -162,9 +162,10 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
         net.load_state_dict(ck.tensors("model.safetensors"))
         ema.model.load_state_dict(ck.tensors("ema.safetensors"))
         state = ck.tensors("train_state.safetensors")
+        settings = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
         opt.load_state_dict(_tensors_to_state(state, ck.config["optimizer_param_groups"]))
-        for g in opt.param_groups:  # this invocation's settings (the LR is set every step anyway)
-            g["betas"], g["weight_decay"] = betas, cfg.weight_decay
+        for g in opt.param_groups:  # this invocation's settings (betas, weight decay, fused kernel), not the saved ones
+            g.update(settings)
         gen.set_state(state["rng.train"])
         torch.set_rng_state(state["rng.global"])
         step = ck.step
