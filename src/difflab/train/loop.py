@@ -162,10 +162,11 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
         net.load_state_dict(ck.tensors("model.safetensors"))
         ema.model.load_state_dict(ck.tensors("ema.safetensors"))
         state = ck.tensors("train_state.safetensors")
+        # this invocation's settings (betas, weight decay, fused kernel), not the saved ones; given to the load
+        # itself, so that it places the state as they need (a fused kernel wants `step` on the parameters' device)
         settings = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
-        opt.load_state_dict(_tensors_to_state(state, ck.config["optimizer_param_groups"]))
-        for g in opt.param_groups:  # this invocation's settings (betas, weight decay, fused kernel), not the saved ones
-            g.update(settings)
+        groups = [{**g, **settings} for g in ck.config["optimizer_param_groups"]]
+        opt.load_state_dict(_tensors_to_state(state, groups))
         gen.set_state(state["rng.train"])
         torch.set_rng_state(state["rng.global"])
         step = ck.step
