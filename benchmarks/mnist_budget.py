@@ -22,7 +22,7 @@ parameter count; each its own AdamW settings:
 Then 1000 samples of each with each candidate sampler at <= 50 NFE (difflab's samplers for difflab,
 diffusers' schedulers for the diffusers model: DDIM, SDE-DPM-Solver++(2M) and Euler ancestral, 50 steps each;
 difflab also its predictor-corrector sampler, 25 steps x 2 NFE) and with
-1000-step DDPM (``--ddpm-n`` samples: 1000 images take ~55 min for difflab, ~95 for diffusers here), all scored by
+1000-step DDPM (``--ddpm-n`` samples: 1000 images take ~56 min for difflab, ~85 for diffusers here), all scored by
 ``difflab.metrics.evaluate_samples`` with the same extractor: the small MNIST classifier (``--classifier``
 folder, trained here if missing) - the Inception network's weights cannot be downloaded on this machine.
 
