@@ -83,15 +83,10 @@ def diffusers_unet():
 
 # -- phases (each runs in a child process) ---------------------------------------------------------
 def phase_train_difflab(a, work: Path) -> dict:
-    import torch
-
     import difflab as dl
-    from difflab.cli import default_network
-    from difflab.nn import UNet
     from difflab.train import train
     data = dl.load_dataset("mnist", a.data_dir, "0:8000")
-    torch.manual_seed(a.seed)
-    den = dl.Denoiser(UNet(**default_network(data.shape)), dl.get_schedule("cosine", T=1000), "v")
+    den = dl.create_denoiser(data.shape, schedule="cosine", timesteps=1000, prediction="v", clip_x0=None, seed=a.seed)
     res = train(den, data, work / "difflab", train_config(a))
     return {"steps": res.step, "seconds": res.seconds, "it_per_s": res.it_per_s, "final_loss": res.final_loss,
             "params": sum(p.numel() for p in den.net.parameters())}

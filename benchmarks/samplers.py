@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             if st is None:
                 continue
             res, sec = run(name, *st)
-            rmse = None if SAMPLERS[name].stochastic or ref_ode is None else \
+            rmse = None if SAMPLERS[name].is_stochastic(st[1]) or ref_ode is None else \
                 float((res.x - ref_ode).pow(2).mean().sqrt())
             row = {"sampler": name, "target_nfe": nfe, "nfe": res.nfe, "fd_pca": fd(res.x), "ode_rmse": rmse,
                    "s_per_image": sec / n}

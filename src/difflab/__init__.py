@@ -10,12 +10,13 @@ Quick start (Python)::
     out = dl.sample(run.ema, n=64, sampler="ddim", steps=50, seed=0)
     dl.save_grid(out.x, "runs/digits/samples.png")
 """
-from .data import ImageData, load_dataset
-from .denoisers import Denoiser, GaussianDenoiser, GaussianMixtureDenoiser, eps_hat, score_hat, v_hat
+from .data import Dataset, ImageData, PointData, load_dataset
+from .denoisers import (Denoiser, DenoiserFn, GaussianDenoiser, GaussianMixtureDenoiser, create_denoiser, eps_hat,
+                        score_hat, v_hat)
 from .errors import DifflabError
 from .interop import export_diffusers, load_pretrained
 from .nn import UNet
-from .process import SCHEDULES, Schedule, get_schedule, q_sample
+from .process import SCHEDULES, Schedule, get_schedule, q_sample, schedule_from_spec
 from .sampling import SAMPLERS, sample, time_grid
 from .train import TrainConfig, load_checkpoint, train
 from .viz import save_grid
@@ -28,7 +29,8 @@ def load(path: str, weights: str = "ema") -> Denoiser:
     return load_checkpoint(path).denoiser(weights)
 
 
-__all__ = ["ImageData", "load_dataset", "Denoiser", "GaussianDenoiser", "GaussianMixtureDenoiser", "eps_hat",
-           "score_hat", "v_hat", "DifflabError", "UNet", "SCHEDULES", "Schedule", "get_schedule", "q_sample",
-           "SAMPLERS", "sample", "time_grid", "TrainConfig", "load_checkpoint", "train", "save_grid", "load", "load_pretrained", "export_diffusers",
+__all__ = ["Dataset", "ImageData", "PointData", "load_dataset", "Denoiser", "DenoiserFn", "create_denoiser",
+           "GaussianDenoiser", "GaussianMixtureDenoiser", "eps_hat", "score_hat", "v_hat", "DifflabError", "UNet",
+           "SCHEDULES", "Schedule", "get_schedule", "schedule_from_spec", "q_sample", "SAMPLERS", "sample", "time_grid",
+           "TrainConfig", "load_checkpoint", "train", "save_grid", "load", "load_pretrained", "export_diffusers",
            "__version__"]

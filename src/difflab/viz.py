@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data.images import to_uint8
+from .data.pixels import to_uint8
 from .errors import DifflabError
 from .process.forward import q_sample
 from .process.schedules import Schedule

@@ -1,7 +1,58 @@
-"""Data sets yielding clean x0."""
-from .images import (DATASETS, ImageData, from_uint8, load_dataset, load_digits, load_image_files, load_image_folder,
-                     load_mnist, parse_range, read_idx, to_uint8)
+"""Data sets yielding clean x0 (+ labels), typed by their kind (:mod:`.kinds`).
+
+:func:`load_dataset` is the one entry point; ``DATASETS`` maps each source name to its loader.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+from ..errors import DifflabError
+from .images import load_digits, load_image_files, load_image_folder, load_mnist, parse_range, read_idx
+from .kinds import DATA_KINDS, Dataset, ImageData, PointData, kind_of_shape
+from .pixels import from_uint8, to_uint8, to_unit
 from .toy2d import TOY2D, load_toy2d, sample_toy2d
 
-__all__ = ["DATASETS", "ImageData", "from_uint8", "load_dataset", "load_digits", "load_image_files", "load_image_folder",
-           "load_mnist", "parse_range", "read_idx", "to_uint8", "TOY2D", "load_toy2d", "sample_toy2d"]
+__all__ = ["DATASETS", "DATA_KINDS", "Dataset", "ImageData", "PointData", "kind_of_shape", "from_uint8", "to_uint8",
+           "to_unit", "load_dataset", "load_digits", "load_image_files", "load_image_folder", "load_mnist",
+           "parse_range", "read_idx", "TOY2D", "load_toy2d", "sample_toy2d"]
+
+
+def _mnist(data_dir, index_range, **kw) -> Dataset:
+    if data_dir is None:
+        raise DifflabError("--data mnist needs --data-dir (a folder with t10k-images-idx3-ubyte.gz)")
+    return load_mnist(data_dir, index_range="0:8000" if index_range is None else index_range, **kw)
+
+
+def _folder(data_dir, index_range, **kw) -> Dataset:
+    if data_dir is None:
+        raise DifflabError("--data folder needs --data-dir (a folder of PNG/JPEG images)")
+    return load_image_folder(data_dir, index_range=index_range, **kw)
+
+
+def _digits(data_dir, index_range, **kw) -> Dataset:
+    return load_digits(index_range)
+
+
+def _toy2d(data_dir, index_range, name: str = "checkerboard", n: int = 20000, seed: int = 0) -> Dataset:
+    return load_toy2d(name, int(n), int(seed))
+
+
+# source name -> loader(data_dir, index_range, **options)
+DATASETS: dict[str, Callable[..., Dataset]] = {"mnist": _mnist, "folder": _folder, "digits": _digits, "toy2d": _toy2d}
+
+
+def load_dataset(source: str, data_dir: str | os.PathLike | None = None,
+                 index_range: str | tuple[int, int] | None = None, **kw: Any) -> Dataset:
+    """Load a data set by source: ``mnist`` (needs ``data_dir``; images 0:8000 by default), ``folder``
+    (needs ``data_dir``), ``digits`` (scikit-learn's 8x8), ``toy2d`` (``name=``, ``n=``, ``seed=``)."""
+    if source not in DATASETS:
+        raise DifflabError(f"unknown data set {source!r}; choose from {', '.join(DATASETS)}")
+    loader = DATASETS[source]
+    params = inspect.signature(loader).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = set(kw) - set(params)
+        if unknown:
+            raise DifflabError(f"data set {source!r} has no option {', '.join(sorted(unknown))}")
+    return loader(data_dir, index_range, **kw)

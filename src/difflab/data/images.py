@@ -4,52 +4,25 @@
 * A folder of PNG/JPEG images: ``load_image_folder``.
 * scikit-learn's 8x8 digits (1,797 real images shipped inside the package): ``load_digits``.
 
-Pixels v in [0, vmax] map to ``2 v / vmax - 1``.  All loaders return an :class:`ImageData`.
+Pixels v in [0, vmax] map to ``2 v / vmax - 1`` (:mod:`.pixels`).  All loaders return an
+:class:`~.kinds.ImageData`.
 """
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..errors import DifflabError
+from .kinds import ImageData
+from .pixels import from_uint8
 
-__all__ = ["ImageData", "load_mnist", "read_idx", "load_image_folder", "load_image_files", "load_digits", "load_dataset",
-           "parse_range", "DATASETS", "to_uint8", "from_uint8"]
+__all__ = ["load_mnist", "read_idx", "load_image_folder", "load_image_files", "load_digits", "parse_range"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-
-
-@dataclass
-class ImageData:
-    """Clean images ``x`` in [-1, 1] ``(N, C, H, W)``, optional integer ``labels`` ``(N,)``."""
-
-    x: Tensor
-    labels: Tensor | None = None
-    name: str = "images"
-    info: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.x.shape[1:])  # type: ignore[return-value]
-
-
-def from_uint8(a: np.ndarray) -> Tensor:
-    """uint8 ``(N, C, H, W)`` -> float32 in [-1, 1]."""
-    return torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """[-1, 1] -> uint8 with rounding to nearest (the inverse of :func:`from_uint8` on the grid)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
 def parse_range(spec: str | tuple[int, int] | None, n: int) -> slice:
@@ -208,22 +181,3 @@ def load_digits(index_range: str | tuple[int, int] | None = None) -> ImageData:
     x = torch.from_numpy(d.images[sl].astype(np.float32) / 8.0 - 1.0)[:, None]
     return ImageData(x, torch.from_numpy(d.target[sl].astype(np.int64)), name="digits",
                      info={"range": [sl.start, sl.stop]})
-
-
-DATASETS = ("mnist", "folder", "digits")
-
-
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
-                 index_range: str | tuple[int, int] | None = None, **kw) -> ImageData:
-    """One entry point: ``mnist`` (needs ``data_dir``), ``folder`` (needs ``data_dir``), ``digits``."""
-    if name == "mnist":
-        if data_dir is None:
-            raise DifflabError("--data mnist needs --data-dir (a folder with t10k-images-idx3-ubyte.gz)")
-        return load_mnist(data_dir, index_range="0:8000" if index_range is None else index_range, **kw)
-    if name == "folder":
-        if data_dir is None:
-            raise DifflabError("--data folder needs --data-dir (a folder of PNG/JPEG images)")
-        return load_image_folder(data_dir, index_range=index_range, **kw)
-    if name == "digits":
-        return load_digits(index_range)
-    raise DifflabError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DifflabError
-from .images import ImageData
+from .kinds import PointData
 
 __all__ = ["TOY2D", "sample_toy2d", "load_toy2d"]
 
@@ -66,6 +66,6 @@ def sample_toy2d(name: str, n: int, seed: int = 0) -> Tensor:
     return TOY2D[name](n, torch.Generator().manual_seed(seed)).float()
 
 
-def load_toy2d(name: str, n: int = 20000, seed: int = 0) -> ImageData:
-    """A training set of ``n`` points as :class:`ImageData` with ``x`` of shape ``(n, 2)``."""
-    return ImageData(sample_toy2d(name, n, seed), None, f"toy2d:{name}", {"n": n, "seed": seed})
+def load_toy2d(name: str, n: int = 20000, seed: int = 0) -> PointData:
+    """A training set of ``n`` exact samples, ``x`` of shape ``(n, 2)``."""
+    return PointData(sample_toy2d(name, n, seed), None, f"toy2d:{name}", {"distribution": name, "n": n, "seed": seed})

@@ -7,7 +7,7 @@ quantities from it.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,21 @@ from ..process.forward import expand
 from ..process.schedules import Schedule
 from . import param
 
-__all__ = ["Denoiser", "eps_hat", "v_hat", "score_hat", "NFECounter", "as_time"]
+__all__ = ["DenoiserFn", "Denoiser", "eps_hat", "v_hat", "score_hat", "NFECounter", "as_time", "network_dtype"]
+
+
+@runtime_checkable
+class DenoiserFn(Protocol):
+    r"""The contract every sampler, loss, guidance wrapper and metric is written against:
+    :math:`D(x_t, t, **cond) \to \hat x_0 = E[x_0 \mid x_t]`, with the schedule it belongs to.
+
+    ``x_t``: ``(B, *shape)``; ``t``: a float or a ``(B,)`` tensor in [0, 1]; ``cond``: per-sample
+    conditioning tensors (class labels, ...) with leading dimension B, passed through unchanged.
+    """
+
+    schedule: Schedule
+
+    def __call__(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor: ...
 
 
 def as_time(t: Tensor | float, x: Tensor) -> Tensor:
@@ -46,6 +60,8 @@ class Denoiser(nn.Module):
         self.prediction = param.check_prediction(prediction)
         self.clip_x0 = clip_x0
         self.sigma_data = sigma_data
+        self.data_shape: tuple[int, ...] | None = None   # the samples' shape and data kind, set by whoever
+        self.data_kind: str | None = None                # knows them (trainer, checkpoint, loader)
 
     def c_in(self, alpha: Tensor, sigma: Tensor) -> Tensor:
         if self.prediction == "edm":

@@ -15,7 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..data import kind_of_shape
 from ..errors import DifflabError
+from ..io import atomic_write_text, read_json
 
 __all__ = ["write_report", "load_results"]
 
@@ -23,10 +25,8 @@ _LABELS = {"sliced_wasserstein": "sliced Wasserstein to the data", "fd": "FD (cl
 
 
 def load_results(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    cfg = json.loads((out / "config.json").read_text())
-    results = []
-    for f in sorted((out / "variants").glob("*/result.json")):
-        results.append(json.loads(f.read_text()))
+    cfg = read_json(out / "config.json", "sweep config")
+    results = [read_json(f, "sweep result") for f in sorted((out / "variants").glob("*/result.json"))]
     if not results:
         raise DifflabError(f"no finished variants in {out}")
     return cfg, results
@@ -87,14 +87,16 @@ def _fig_loss_buckets(plt, results, path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-def _fig_samples(plt, out: Path, results, cfg, reference, path: Path) -> Path:
-    from safetensors.torch import load_file
-
-    from ..viz import _save, grid_array, points_figure
-    sets = {f"#{i + 1} {r['id']}": load_file(str(out / "variants" / r["id"] / "samples.safetensors"))["samples"]
+def _samples(out: Path, results) -> dict[str, Any]:
+    from ..io import load_tensors
+    return {f"#{i + 1} {r['id']}": load_tensors(out / "variants" / r["id"] / "samples.safetensors")["samples"]
             for i, r in enumerate(results)}
-    if cfg["data"]["kind"] == "toy2d":
-        return points_figure(sets, path, data=reference[:2000])
+
+
+def _image_figures(plt, out: Path, cfg, results, scheds, rep: Path) -> list[tuple[str, Path, str]]:
+    """Images: the 64 samples of every variant as grids, side by side."""
+    from ..viz import _save, grid_array
+    sets = _samples(out, results)
     k = len(sets)
     cols = min(k, 4)
     rows = math.ceil(k / cols)
@@ -105,7 +107,32 @@ def _fig_samples(plt, out: Path, results, cfg, reference, path: Path) -> Path:
         img = grid_array(x[:64], scale=1)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
         ax.set_title(name, fontsize=7)
-    return _save(plt, fig, path)
+    main = results[0]["main"]
+    return [("Samples", _save(plt, fig, rep / "samples.png"),
+             f"Samples of every variant ({main['sampler']}, {main['nfe']} NFE), ranked.")]
+
+
+def _point_figures(plt, out: Path, cfg, results, scheds, rep: Path) -> list[tuple[str, Path, str]]:
+    """2-D points: samples over the data, the forward process on the points, the learned score field."""
+    from ..data import sample_toy2d
+    from ..train import load_checkpoint
+    from ..viz import forward_points_figure, points_figure, score_field_figure
+    reference = sample_toy2d(cfg["data"]["name"], 2000, int(cfg.get("seed", 0)) + 1)
+    main, best = results[0]["main"], results[0]
+    den = load_checkpoint(out / "variants" / best["id"] / "run").denoiser("ema")
+    return [
+        ("Samples", points_figure(_samples(out, results), rep / "samples.png", data=reference),
+         f"Samples of every variant ({main['sampler']}, {main['nfe']} NFE), ranked; orange: the data."),
+        ("Forward process on the points",
+         forward_points_figure(reference[:1500], scheds, [0, 0.2, 0.4, 0.6, 0.8, 1.0], rep / "forward_points.png"),
+         "The data under each schedule's forward process (same noise), rescaled to unit variance."),
+        ("Learned score field", score_field_figure(den, [0.05, 0.2, 0.5, 0.9], rep / "score_field.png", data=reference),
+         f"The score of the best variant ({best['id']}) as arrows, at four times."),
+    ]
+
+
+# data kind -> the figures that show its samples
+_KIND_FIGURES = {"images": _image_figures, "points": _point_figures}
 
 
 def _img_tag(path: Path) -> str:
@@ -115,8 +142,8 @@ def _img_tag(path: Path) -> str:
 
 def write_report(out: str | Path) -> Path:
     """Write ``OUT/report/`` (figures, report.md, report.html) from the finished variants."""
-    from ..viz import _plt, forward_points_figure, plot_schedules, score_field_figure
-    from .sweep import build_schedule
+    from ..process import schedule_from_spec
+    from ..viz import _plt, plot_schedules
     out = Path(out)
     cfg, results = load_results(out)
     results.sort(key=_main_q)
@@ -129,7 +156,7 @@ def write_report(out: str | Path) -> Path:
     scheds = {}
     for r in results:
         spec = r["variant"]["schedule"]
-        scheds[spec["name"] if isinstance(spec, dict) else spec] = build_schedule(spec)
+        scheds[spec["name"] if isinstance(spec, dict) else spec] = schedule_from_spec(spec)
     figs.append(("Schedules", plot_schedules(scheds, rep / "schedules.png"),
                  "Signal fraction alpha_bar(t) and log-SNR of each schedule in the sweep."))
     figs.append(("Loss per t bucket", _fig_loss_buckets(plt, results, rep / "loss_buckets.png"),
@@ -140,25 +167,8 @@ def write_report(out: str | Path) -> Path:
     figs.append(("Quality against training time",
                  _fig_quality_vs_time(plt, results, floor, metric, main, rep / "quality_vs_time.png"),
                  "Quality at each stage of the training budget (same sampler setting throughout)."))
-    toy = cfg["data"]["kind"] == "toy2d"
-    reference = None
-    if toy:
-        from ..data import sample_toy2d
-        reference = sample_toy2d(cfg["data"]["name"], 2000, int(cfg.get("seed", 0)) + 1)
-    figs.append(("Samples", _fig_samples(plt, out, results, cfg, reference, rep / "samples.png"),
-                 f"Samples of every variant ({main['sampler']}, {main['nfe']} NFE), ranked; "
-                 + ("orange: the data." if toy else "")))
-    if toy:
-        figs.append(("Forward process on the points",
-                     forward_points_figure(reference[:1500], scheds, [0, 0.2, 0.4, 0.6, 0.8, 1.0],
-                                           rep / "forward_points.png"),
-                     "The data under each schedule's forward process (same noise), rescaled to unit variance."))
-        from ..train import load_checkpoint
-        best = results[0]
-        den = load_checkpoint(out / "variants" / best["id"] / "run").denoiser("ema")
-        figs.append(("Learned score field", score_field_figure(den, [0.05, 0.2, 0.5, 0.9], rep / "score_field.png",
-                                                               data=reference),
-                     f"The score of the best variant ({best['id']}) as arrows, at four times."))
+    kind = results[0].get("data_kind") or kind_of_shape(tuple(_samples(out, results[:1]).popitem()[1].shape[1:]))
+    figs += _KIND_FIGURES[kind](plt, out, cfg, results, scheds, rep)
     # ranked table
     head = ["rank", "variant", "schedule", "prediction", "weighting", "budget", f"{metric} @ main",
             "best (sampler, NFE)", "real vs real", "steps", "train s"]
@@ -181,7 +191,7 @@ def write_report(out: str | Path) -> Path:
     md += ["| " + " | ".join(r) + " |" for r in rows]
     for title, path, text in figs:
         md += ["", f"## {title}", "", text, "", f"![{title}]({path.name})"]
-    (rep / "report.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(rep / "report.md", "\n".join(md) + "\n")
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
     body = [f"<h1>Sweep report: {html.escape(cfg['name'])}</h1>", f"<p>{html.escape(md[2])}</p>", table]
@@ -189,6 +199,6 @@ def write_report(out: str | Path) -> Path:
         body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _img_tag(path)]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #bbb;padding:3px 6px}")
-    (rep / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg['name'])}"
+    atomic_write_text(rep / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg['name'])}"
                                      f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
     return rep

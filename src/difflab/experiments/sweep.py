@@ -25,6 +25,7 @@ training continues from its last completed stage checkpoint.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
@@ -36,12 +37,11 @@ from typing import Any
 
 import torch
 
+from ..data import DATASETS, Dataset, load_dataset
 from ..errors import DifflabError
-from ..train.checkpoint import atomic_write_text
+from ..io import atomic_write_json, save_tensors
 
 __all__ = ["load_config", "expand_grid", "run_sweep", "Variant"]
-
-_VP = ("linear", "scaled_linear", "cosine", "sigmoid")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -117,8 +117,8 @@ def check_config(cfg: dict[str, Any]) -> None:
     if main and (main.get("sampler") not in smp["samplers"] or main.get("nfe") not in smp["nfe"]):
         raise DifflabError("sampling.main must name one of the samplers and one of the NFE values")
     kind = cfg["data"].get("kind")
-    if kind not in ("toy2d", "mnist", "digits", "folder"):
-        raise DifflabError(f"data.kind must be toy2d, mnist, digits or folder, got {kind!r}")
+    if kind not in DATASETS:
+        raise DifflabError(f"data.kind must be one of {', '.join(DATASETS)}, got {kind!r}")
 
 
 class Variant(dict):
@@ -143,44 +143,67 @@ def expand_grid(cfg: dict[str, Any]) -> list[Variant]:
     return out
 
 
-def build_schedule(spec):
-    from ..process import get_schedule
-    spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
-    name = spec.pop("name")
-    T = spec.pop("T", 1000 if name in _VP else None)
-    return get_schedule(name, T=T, **spec)
-
-
-# -- data and evaluation --------------------------------------------------------------------------
+# -- data and evaluation, per data kind -------------------------------------------------------------
 class _Task:
-    """Data, held-out reference, floor and the quality measure of a sweep."""
+    """The data of a sweep, its held-out reference, the real-vs-real floor and the quality measure."""
 
-    def __init__(self, cfg: dict[str, Any], out: Path):
-        from ..data import load_dataset, load_toy2d, sample_toy2d
-        d = dict(cfg["data"])
-        self.kind = d.pop("kind")
-        seed = int(cfg.get("seed", 0))
+    metric = ""
+    keep_samples = 64        # samples of the main setting kept for the report's figure
+
+    def __init__(self, cfg: dict[str, Any], out: Path, train: Dataset):
+        self.train = train
+        self.seed = int(cfg.get("seed", 0))
         self.n_eval = int(cfg["sampling"].get("n", 1000))
-        if self.kind == "toy2d":
-            self.train = load_toy2d(d["name"], int(d.get("n", 20000)), seed)
-            self.reference = sample_toy2d(d["name"], 5000, seed + 1)
-            # the floor: exact samples of the same count against the reference, averaged over 5 draws
-            # (one draw of 2000 points varies by +-25%)
-            from ..metrics import sliced_wasserstein
-            floors = torch.tensor([sliced_wasserstein(sample_toy2d(d["name"], self.n_eval, seed + 2 + k).double(),
-                                                      self.reference.double()) for k in range(5)])
-            self.floor, self.floor_std = float(floors.mean()), float(floors.std())
-            self.metric = "sliced_wasserstein"
-        else:
-            self.train = load_dataset(self.kind, d.get("data_dir"), d.get("train_range", "0:8000" if self.kind == "mnist" else None))
-            ref_range = d.get("ref_range", "8000:10000" if self.kind == "mnist" else None)
-            if ref_range is None:
-                raise DifflabError("data.ref_range (held-out images) is required for image sweeps other than mnist")
-            self.reference = load_dataset(self.kind, d.get("data_dir"), ref_range).x
-            self.metric = "fd"
-            self.classifier = self._classifier(cfg, out)
-        if self.kind != "toy2d":
-            self.floor, self.floor_std = None, None
+        self.floor: float | None = None
+        self.floor_std: float | None = None
+
+    def score(self, x: torch.Tensor) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _PointTask(_Task):
+    """2-D toys: exact samples as the reference; sliced Wasserstein (and MMD, energy distance) to it."""
+
+    metric = "sliced_wasserstein"
+    keep_samples = 2000
+
+    def __init__(self, cfg: dict[str, Any], out: Path, train: Dataset):
+        from ..data import sample_toy2d
+        from ..metrics import sliced_wasserstein
+        super().__init__(cfg, out, train)
+        name = train.info.get("distribution")
+        if name is None:
+            raise DifflabError("point sweeps need a distribution with an exact sampler (data.kind: toy2d)")
+        self.reference = sample_toy2d(name, 5000, self.seed + 1)
+        # the floor: exact samples of the same count against the reference, averaged over 5 draws
+        # (one draw of 2000 points varies by +-25%)
+        floors = torch.tensor([sliced_wasserstein(sample_toy2d(name, self.n_eval, self.seed + 2 + k).double(),
+                                                  self.reference.double()) for k in range(5)])
+        self.floor, self.floor_std = float(floors.mean()), float(floors.std())
+
+    def score(self, x: torch.Tensor) -> dict[str, float]:
+        from ..metrics import energy_distance, mmd_rbf, sliced_wasserstein
+        x = x.double()
+        if not torch.isfinite(x).all():
+            return {"sliced_wasserstein": math.inf, "mmd": math.inf, "energy": math.inf}
+        return {"sliced_wasserstein": sliced_wasserstein(x, self.reference.double()),
+                "mmd": mmd_rbf(x[:1000], self.reference[:1000].double()),
+                "energy": energy_distance(x[:1000], self.reference[:1000].double())}
+
+
+class _ImageTask(_Task):
+    """Images: held-out images as the reference; the evaluation suite in a classifier's features."""
+
+    metric = "fd"
+
+    def __init__(self, cfg: dict[str, Any], out: Path, train: Dataset):
+        super().__init__(cfg, out, train)
+        d = cfg["data"]
+        ref_range = d.get("ref_range", "8000:10000" if d["kind"] == "mnist" else None)
+        if ref_range is None:
+            raise DifflabError("data.ref_range (held-out images) is required for image sweeps other than mnist")
+        self.reference = load_dataset(d["kind"], d.get("data_dir"), ref_range).x
+        self.classifier = self._classifier(cfg, out)
 
     def _classifier(self, cfg, out: Path):
         from ..metrics import load_classifier, save_classifier, train_classifier
@@ -198,15 +221,7 @@ class _Task:
         return net
 
     def score(self, x: torch.Tensor) -> dict[str, float]:
-        """Quality of samples ``x`` (lower is better for the main metric) and its real-vs-real floor."""
-        if self.kind == "toy2d":
-            from ..metrics import energy_distance, mmd_rbf, sliced_wasserstein
-            x = x.double()
-            if not torch.isfinite(x).all():
-                return {"sliced_wasserstein": math.inf, "mmd": math.inf, "energy": math.inf}
-            return {"sliced_wasserstein": sliced_wasserstein(x, self.reference.double()),
-                    "mmd": mmd_rbf(x[:1000], self.reference[:1000].double()),
-                    "energy": energy_distance(x[:1000], self.reference[:1000].double())}
+        """Quality of samples ``x`` (FD in the classifier's features; lower is better) and its floor."""
         from ..metrics.evaluate import evaluate_samples
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -216,12 +231,29 @@ class _Task:
                                   "inception_score", "class_entropy")} | {"fd": r["fd_samples"]}
 
 
+_TASKS: dict[str, type[_Task]] = {"points": _PointTask, "images": _ImageTask}
+
+
+def _load_task(cfg: dict[str, Any], out: Path) -> _Task:
+    d = dict(cfg["data"])
+    kind = d.pop("kind")
+    d.pop("ref_range", None)
+    train_range = d.pop("train_range", None)
+    data_dir = d.pop("data_dir", None)
+    if "seed" in inspect.signature(DATASETS[kind]).parameters:   # sampled data sets draw with the sweep's seed
+        d.setdefault("seed", int(cfg.get("seed", 0)))
+    train = load_dataset(kind, data_dir, train_range, **d)
+    if train.kind not in _TASKS:
+        raise DifflabError(f"sweeps cannot evaluate data of kind {train.kind!r}")
+    return _TASKS[train.kind](cfg, out, train)
+
+
 def _loss_buckets(den, task: _Task, weighting: str, seed: int, buckets: int = 10, n: int = 512) -> dict[str, list]:
     """Held-out loss per t bucket [k/B, (k+1)/B): the variant's own training objective and, comparable
     across variants, the x0 mean squared error."""
     from ..losses import denoising_loss
     from ..process import q_sample
-    x = task.reference[:n] if task.kind != "toy2d" else task.reference[:n].float()
+    x = task.reference[:n].float()
     g = torch.Generator().manual_seed(seed + 7)
     obj, mse = [], []
     with torch.no_grad():
@@ -238,7 +270,8 @@ def _loss_buckets(den, task: _Task, weighting: str, seed: int, buckets: int = 10
 # -- one variant ----------------------------------------------------------------------------------
 def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar) -> dict[str, Any]:
     from ..denoisers import Denoiser
-    from ..nn import build_network
+    from ..nn import build_network, default_network
+    from ..process import schedule_from_spec
     from ..sampling import nfe_settings, sample
     from ..train import TrainConfig, load_checkpoint, train
     seed = int(cfg.get("seed", 0))
@@ -246,13 +279,13 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
     smp = cfg["sampling"]
     main = smp.get("main") or {"sampler": smp["samplers"][0], "nfe": max(smp["nfe"])}
     (bkind, bval), = v["budget"].items()
-    net_cfg = dict(cfg.get("network") or {"type": "unet"})
-    if net_cfg.get("type", "unet") == "unet" and "channels" not in net_cfg:
-        from ..cli import default_network
-        net_cfg.update(default_network(task.train.shape))
+    net_cfg = dict(cfg.get("network") or {})
+    default = default_network(task.train.shape)
+    if net_cfg.get("type", default["type"]) == default["type"]:
+        net_cfg = {**default, **net_cfg}
     torch.manual_seed(seed)
-    den = Denoiser(build_network(net_cfg), build_schedule(v["schedule"]), v["prediction"],
-                   clip_x0=1.0 if task.kind != "toy2d" else None)
+    den = Denoiser(build_network(net_cfg), schedule_from_spec(v["schedule"]), v["prediction"],
+                   clip_x0=task.train.clip_x0)
     tkw = {k: val for k, val in (cfg.get("train") or {}).items()}
     tkw.update(seed=seed, weighting=v["weighting"], progress=False, sample_every=0)
     state_file = folder / "stages.json"
@@ -266,7 +299,7 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
         steps, opts = st
         t0 = time.perf_counter()
         res = sample(den_eval, n=n, sampler=sampler, steps=steps, seed=seed, progress=False, **opts,
-                     batch_size=n if task.kind == "toy2d" else 256)  # points: one batch (small-op overhead)
+                     batch_size=task.train.sample_batch_size)
         return {"sampler": sampler, "target_nfe": nfe, "nfe": res.nfe, "seconds": time.perf_counter() - t0,
                 **task.score(res.x)}, res.x
 
@@ -308,13 +341,11 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
                     table.append(q)
                     if sampler == main["sampler"] and nfe == main["nfe"]:
                         main_x, rec["quality"] = x, q
-            from safetensors.torch import save_file
-            save_file({"samples": main_x[:2000 if task.kind == "toy2d" else 64].float().contiguous()},
-                      str(folder / "samples.safetensors"))
-            result = {"variant": dict(v), "id": v.id, "metric": task.metric, "main": main,
+            save_tensors({"samples": main_x[:task.keep_samples].float()}, folder / "samples.safetensors")
+            result = {"variant": dict(v), "id": v.id, "data_kind": task.train.kind, "metric": task.metric, "main": main,
                       "quality": table, "loss_buckets": _loss_buckets(den_eval, task, v["weighting"], seed)}
         done.append(rec)
-        atomic_write_text(state_file, json.dumps(done, indent=1))
+        atomic_write_json(state_file, done)
         bar.update(1)
     assert result is not None
     result["stages"] = done
@@ -332,7 +363,7 @@ def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None
         check_config(cfg)
     out = Path(out or Path("sweeps_out") / cfg["name"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    atomic_write_json(out / "config.json", cfg)
     variants = expand_grid(cfg)
     stages = len(cfg.get("stages", [1.0]))
     todo = [v for v in variants if not (out / "variants" / v.id / "result.json").is_file()]
@@ -340,12 +371,12 @@ def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None
                      for v in todo if (out / "variants" / v.id / "stages.json").is_file())
     bar = tqdm(total=len(variants) * stages, initial=(len(variants) - len(todo)) * stages + done_units,
                desc=f"sweep {cfg['name']}", unit="stage", disable=not progress, dynamic_ncols=True)
-    task = _Task(cfg, out) if todo else None
+    task = _load_task(cfg, out) if todo else None
     for v in todo:
         folder = out / "variants" / v.id
         folder.mkdir(parents=True, exist_ok=True)
         res = _run_variant(cfg, v, task, folder, bar)
-        atomic_write_text(folder / "result.json", json.dumps(res, indent=1))
+        atomic_write_json(folder / "result.json", res)
         q = res["stages"][-1]["quality"]
         bar.write(f"{v.id}: {res['metric']} {q[res['metric']]:.4f} (floor {res['floor']:.4f}) "
                   f"after {res['stages'][-1]['steps']} steps, {res['stages'][-1]['train_seconds']:.0f}s")

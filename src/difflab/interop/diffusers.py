@@ -12,7 +12,6 @@ loads it.  Anything that cannot be converted is refused with the config field th
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -22,8 +21,9 @@ import torch
 
 from ..denoisers.denoiser import Denoiser
 from ..errors import DifflabError
+from ..io import atomic_write_json, load_tensors, read_json, save_tensors
 from ..nn import UNet
-from ..process.schedules import DiscreteSchedule, get_schedule, zero_terminal_snr_table
+from ..process.schedules import DiscreteSchedule, schedule_from_spec, zero_terminal_snr_table
 
 __all__ = ["load_pretrained", "export_diffusers", "find_in_hf_cache", "unet_config_from_diffusers",
            "diffusers_to_difflab_keys", "difflab_to_diffusers_keys"]
@@ -34,68 +34,61 @@ BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squared
 
 
 # -- names ---------------------------------------------------------------------------------------
+# Leaf names inside a residual block and an attention block (diffusers -> difflab); attention also has
+# the deprecated names of checkpoints saved before diffusers 0.14 (read, never written).
 _RES = {"norm1": "norm1", "conv1": "conv1", "time_emb_proj": "time_proj", "norm2": "norm2", "conv2": "conv2",
         "conv_shortcut": "skip"}
-# current diffusers attention names, and the deprecated ones of checkpoints saved before 0.14
-_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "out",
-         "query": "q", "key": "k", "value": "v", "proj_attn": "out"}
+_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "out"}
+_ATTN_OLD = {"query": "q", "key": "k", "value": "v", "proj_attn": "out"}
+_LEAVES = {"res": (_RES, _RES), "attn": ({**_ATTN, **_ATTN_OLD}, _ATTN), None: ({}, {})}
+
+# (diffusers pattern, difflab pattern, leaf table): {side} is down/up, {i} and {j} block indices, and the
+# rest of the key is the leaf, renamed by the table (kept as is for None).
+_RULES = [
+    ("time_embedding.linear_1", "time_mlp.0", None), ("time_embedding.linear_2", "time_mlp.2", None),
+    ("conv_in", "stem", None), ("conv_norm_out", "head_norm", None), ("conv_out", "head", None),
+    ("{side}_blocks.{i}.resnets.{j}", "{side}.{i}.res.{j}", "res"),
+    ("{side}_blocks.{i}.attentions.{j}", "{side}.{i}.attn.{j}", "attn"),
+    ("down_blocks.{i}.downsamplers.0", "down.{i}.resample", None),
+    ("up_blocks.{i}.upsamplers.0", "up.{i}.resample", None),
+    ("mid_block.resnets.0", "mid_res1", "res"), ("mid_block.resnets.1", "mid_res2", "res"),
+    ("mid_block.attentions.0", "mid_attn", "attn"),
+]
+_GROUPS = {"side": r"(?P<side>down|up)", "i": r"(?P<i>\d+)", "j": r"(?P<j>\d+)"}
 
 
-def _rename_block(rest: str, table: dict[str, str]) -> str:
-    for src, dst in table.items():
-        if rest.startswith(src + "."):
-            return dst + rest[len(src):]
-    raise KeyError(rest)
+def _pattern(template: str) -> re.Pattern:
+    rx = re.escape(template)
+    for name, group in _GROUPS.items():
+        rx = rx.replace(re.escape("{" + name + "}"), group)
+    return re.compile(rx + r"\.(?P<leaf>.+)")
+
+
+def _rename(key: str, to_difflab: bool) -> str:
+    for theirs, ours, leaves in _RULES:
+        src, dst = (theirs, ours) if to_difflab else (ours, theirs)
+        m = _pattern(src).fullmatch(key)
+        if m is None:
+            continue
+        table = _LEAVES[leaves][0] if to_difflab else {v: k for k, v in _LEAVES[leaves][1].items()}
+        leaf = m["leaf"]
+        if table:
+            head = next((name for name in table if leaf.startswith(name + ".")), None)
+            if head is None:
+                continue
+            leaf = table[head] + leaf[len(head):]
+        return dst.format(**{k: v for k, v in m.groupdict().items() if k != "leaf"}) + "." + leaf
+    raise KeyError(key)
 
 
 def diffusers_to_difflab_keys(key: str) -> str:
     """``down_blocks.1.resnets.0.conv1.weight`` -> ``down.1.res.0.conv1.weight`` and so on."""
-    fixed = {"time_embedding.linear_1.": "time_mlp.0.", "time_embedding.linear_2.": "time_mlp.2.",
-             "conv_in.": "stem.", "conv_norm_out.": "head_norm.", "conv_out.": "head."}
-    for src, dst in fixed.items():
-        if key.startswith(src):
-            return dst + key[len(src):]
-    m = re.match(r"(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)", key)
-    if m:
-        side, i, kind, j, rest = m.groups()
-        if kind == "resnets":
-            return f"{side}.{i}.res.{j}.{_rename_block(rest, _RES)}"
-        if kind == "attentions":
-            return f"{side}.{i}.attn.{j}.{_rename_block(rest, _ATTN)}"
-        return f"{side}.{i}.resample.{rest}"
-    m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)", key)
-    if m:
-        kind, j, rest = m.groups()
-        if kind == "resnets":
-            return f"mid_res{int(j) + 1}.{_rename_block(rest, _RES)}"
-        return f"mid_attn.{_rename_block(rest, _ATTN)}"
-    raise KeyError(key)
+    return _rename(key, to_difflab=True)
 
 
 def difflab_to_diffusers_keys(key: str) -> str:
     """Inverse of :func:`diffusers_to_difflab_keys` (current diffusers names)."""
-    res_inv = {v: k for k, v in _RES.items()}
-    attn_inv = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}
-    fixed = {"time_mlp.0.": "time_embedding.linear_1.", "time_mlp.2.": "time_embedding.linear_2.",
-             "stem.": "conv_in.", "head_norm.": "conv_norm_out.", "head.": "conv_out."}
-    for src, dst in fixed.items():
-        if key.startswith(src):
-            return dst + key[len(src):]
-    m = re.match(r"(down|up)\.(\d+)\.(res|attn|resample)\.(.+)", key)
-    if m:
-        side, i, kind, rest = m.groups()
-        if kind == "resample":
-            return f"{side}_blocks.{i}.{'downsamplers' if side == 'down' else 'upsamplers'}.0.{rest}"
-        j, rest = rest.split(".", 1)
-        if kind == "res":
-            return f"{side}_blocks.{i}.resnets.{j}.{_rename_block(rest, res_inv)}"
-        return f"{side}_blocks.{i}.attentions.{j}.{_rename_block(rest, attn_inv)}"
-    m = re.match(r"mid_res([12])\.(.+)", key)
-    if m:
-        return f"mid_block.resnets.{int(m.group(1)) - 1}.{_rename_block(m.group(2), res_inv)}"
-    if key.startswith("mid_attn."):
-        return f"mid_block.attentions.0.{_rename_block(key[len('mid_attn.'):], attn_inv)}"
-    raise KeyError(key)
+    return _rename(key, to_difflab=False)
 
 
 # -- configs -------------------------------------------------------------------------------------
@@ -154,19 +147,20 @@ def schedule_from_scheduler_config(cfg: dict[str, Any], where: str = "scheduler/
     if cfg.get("thresholding"):
         raise _unsupported(where, "thresholding", True, "false (clip_sample is supported)")
     T = int(cfg.get("num_train_timesteps", 1000))
+    zero_snr = bool(cfg.get("rescale_betas_zero_snr"))
     if cfg.get("trained_betas") is not None:
         sched = DiscreteSchedule(torch.tensor(cfg["trained_betas"], dtype=torch.float64),
                                  source={"diffusers": "trained_betas"})
+        if zero_snr:
+            sched = zero_terminal_snr_table(sched)
     else:
         name = cfg.get("beta_schedule", "linear")
         if name not in BETA_SCHEDULES:
             raise _unsupported(where, "beta_schedule", name, ", ".join(BETA_SCHEDULES))
-        kw = {}
+        spec: dict[str, Any] = {"name": BETA_SCHEDULES[name], "T": T, "zero_terminal_snr": zero_snr}
         if name != "squaredcos_cap_v2":
-            kw = {"beta_start": float(cfg.get("beta_start", 1e-4)), "beta_end": float(cfg.get("beta_end", 0.02))}
-        sched = get_schedule(BETA_SCHEDULES[name], T=T, **kw)  # type: ignore[assignment]
-    if cfg.get("rescale_betas_zero_snr"):
-        sched = zero_terminal_snr_table(sched)
+            spec.update(beta_start=float(cfg.get("beta_start", 1e-4)), beta_end=float(cfg.get("beta_end", 0.02)))
+        sched = schedule_from_spec(spec)  # type: ignore[assignment]
     pred = cfg.get("prediction_type", "epsilon")
     if pred not in PREDICTION_IN:
         raise _unsupported(where, "prediction_type", pred, ", ".join(PREDICTION_IN))
@@ -205,21 +199,14 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DifflabError(f"pretrained model is missing {path}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DifflabError(f"{path} is not valid JSON: {e}") from None
+    return read_json(path, "pretrained model file")
 
 
 def _read_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
     st = unet_dir / "diffusion_pytorch_model.safetensors"
     binf = unet_dir / "diffusion_pytorch_model.bin"
     if st.is_file():
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(st))
-        except Exception as e:  # safetensors' error types differ across versions
-            raise DifflabError(f"weights file {st} is corrupt or truncated: {e}") from None
+        return load_tensors(st)
     if binf.is_file():
         try:
             obj = torch.load(binf, map_location="cpu", weights_only=True)
@@ -271,6 +258,7 @@ def load_pretrained(path: str | os.PathLike) -> Denoiser:
     size = ucfg.get("sample_size", 32)
     size = size if isinstance(size, int) else size[0]
     den.data_shape = (net_kw["in_channels"], size, size)
+    den.data_kind = "images"
     den.info = {"source": str(p), **info}
     return den
 
@@ -278,10 +266,6 @@ def load_pretrained(path: str | os.PathLike) -> Denoiser:
 # -- export --------------------------------------------------------------------------------------
 def export_diffusers(denoiser: Denoiser, out: str | os.PathLike, data_shape: tuple[int, ...] | None = None) -> Path:
     """Write ``denoiser`` as a diffusers ``DDPMPipeline`` folder (UNet2DModel + DDPMScheduler)."""
-    from safetensors.torch import save_file
-
-    from ..train.checkpoint import atomic_write_text
-
     net, sched = denoiser.net, denoiser.schedule
     if not isinstance(net, UNet):
         raise DifflabError("only difflab UNet models can be exported to diffusers")
@@ -332,13 +316,11 @@ def export_diffusers(denoiser: Denoiser, out: str | os.PathLike, data_shape: tup
         scfg["beta_schedule"] = "linear"
         scfg["trained_betas"] = sched.betas_table.tolist()
     out = Path(out)
-    (out / "unet").mkdir(parents=True, exist_ok=True)
-    (out / "scheduler").mkdir(parents=True, exist_ok=True)
-    sd = {difflab_to_diffusers_keys(k): v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(sd, str(out / "unet" / "diffusion_pytorch_model.safetensors"))
-    atomic_write_text(out / "unet" / "config.json", json.dumps(ucfg, indent=1))
-    atomic_write_text(out / "scheduler" / "scheduler_config.json", json.dumps(scfg, indent=1))
-    atomic_write_text(out / "model_index.json", json.dumps({
+    save_tensors({difflab_to_diffusers_keys(k): v for k, v in net.state_dict().items()},
+                 out / "unet" / "diffusion_pytorch_model.safetensors")
+    atomic_write_json(out / "unet" / "config.json", ucfg)
+    atomic_write_json(out / "scheduler" / "scheduler_config.json", scfg)
+    atomic_write_json(out / "model_index.json", {
         "_class_name": "DDPMPipeline", "_diffusers_version": "0.30.0",
-        "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}, indent=1))
+        "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]})
     return out

@@ -8,7 +8,6 @@ MNIST-like data) and whose softmax gives class probabilities (Inception Score, c
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -18,17 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.pixels import to_unit
 from ..errors import DifflabError
+from ..io import check_format, load_bundle_tensors, read_json, save_bundle
 
-__all__ = ["to_unit_range", "ModuleExtractor", "SmallCNN", "train_classifier", "save_classifier",
-           "load_classifier"]
+__all__ = ["ModuleExtractor", "SmallCNN", "train_classifier", "save_classifier", "load_classifier"]
 
-
-def to_unit_range(x: Tensor) -> Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]; float input is taken to be in [-1, 1] already."""
-    if x.dtype == torch.uint8:
-        return x.float() / 127.5 - 1.0
-    return x.float()
+FORMAT = "difflab-classifier"
 
 
 class ModuleExtractor:
@@ -50,7 +45,7 @@ class ModuleExtractor:
             from tqdm.auto import tqdm
             starts = tqdm(starts, desc=f"features ({self.name})", unit="batch", leave=False)
         for i in starts:
-            out.append(self.module(to_unit_range(images[i:i + self.batch_size])).flatten(1).double())
+            out.append(self.module(to_unit(images[i:i + self.batch_size])).flatten(1).double())
         feats = torch.cat(out)
         if self.dim is not None and feats.shape[1] != self.dim:
             raise DifflabError(f"extractor {self.name} gave {feats.shape[1]} features, expected {self.dim}")
@@ -84,7 +79,7 @@ class SmallCNN(nn.Module):
     @torch.no_grad()
     def probabilities(self, images: Tensor, batch_size: int = 256) -> Tensor:
         self.eval()
-        return torch.cat([F.softmax(self(to_unit_range(images[i:i + batch_size])), -1).double()
+        return torch.cat([F.softmax(self(to_unit(images[i:i + batch_size])), -1).double()
                           for i in range(0, images.shape[0], batch_size)])
 
 
@@ -117,27 +112,29 @@ def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: i
 
 
 def save_classifier(net: SmallCNN, path: str | os.PathLike, info: dict | None = None) -> Path:
-    from safetensors.torch import save_file
+    """Write ``classifier.safetensors`` and ``classifier.json`` (format, architecture, SHA-256 of the
+    weights, ``info``) into the folder ``path``, each atomically."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path / "classifier.safetensors"))
-    (path / "classifier.json").write_text(json.dumps({"format": "difflab-classifier", "format_version": 1,
-                                                      **net.config, "info": info or {}}, indent=1))
+    save_bundle(path, "classifier.json", {"format": FORMAT, "format_version": 1, **net.config, "info": info or {}},
+                {"classifier.safetensors": net.state_dict()})
     return path
 
 
 def load_classifier(path: str | os.PathLike) -> SmallCNN:
-    from safetensors.torch import load_file
+    """The classifier in folder ``path``; a missing, corrupt or foreign file is refused by name."""
     path = Path(path)
     cfg_file = path / "classifier.json"
     if not cfg_file.is_file():
         raise DifflabError(f"no classifier in {path} (expected classifier.json and classifier.safetensors)")
+    cfg = read_json(cfg_file, "classifier config")
+    check_format(cfg, FORMAT, (1,), cfg_file)
     try:
-        cfg = json.loads(cfg_file.read_text())
         net = SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"])
-        net.load_state_dict(load_file(str(path / "classifier.safetensors")))
-    except (json.JSONDecodeError, KeyError) as e:
-        raise DifflabError(f"classifier config {cfg_file} is corrupt: {e}") from None
-    except Exception as e:  # safetensors errors
-        raise DifflabError(f"classifier weights in {path} are corrupt or missing: {str(e).splitlines()[0]}") from None
+    except KeyError as e:
+        raise DifflabError(f"classifier config {cfg_file} is corrupt: it lacks {e}") from None
+    state = load_bundle_tensors(path, cfg, "classifier.safetensors", what="classifier weights")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise DifflabError(f"classifier weights in {path} do not fit classifier.json: {str(e).splitlines()[0]}") from None
     return net.eval()

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.pixels import to_unit
 from ..denoisers.denoiser import network_dtype
 from ..errors import DifflabError
+from ..process.forward import posterior_coefficients, transition_coefficients
 
 __all__ = ["ElboResult", "ddpm_elbo", "ddpm_coefficients"]
 
@@ -64,10 +66,10 @@ def ddpm_coefficients(schedule, T: int | None = None) -> dict[str, Tensor]:
     if float(ab[-1]) <= 0.0:
         raise DifflabError("the DDPM bound is infinite for a zero-terminal-SNR schedule (q(x_T|x_0) has no prior match)")
     ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
-    beta = 1 - ab / ab_prev
-    c0 = ab_prev.sqrt() * beta / (1 - ab)
-    ct = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
-    beta_tilde = beta * (1 - ab_prev) / (1 - ab)
+    # step t-1 <- t of the table: (alpha, sigma) at t-1 and at t
+    a_s, s_s, a_t, s_t = ab_prev.sqrt(), (1 - ab_prev).sqrt(), ab.sqrt(), (1 - ab).sqrt()
+    beta = transition_coefficients(a_s, s_s, a_t, s_t)[1]
+    ct, c0, beta_tilde = posterior_coefficients(a_s, s_s, a_t, s_t)
     return {"t": t, "alpha_bar": ab, "beta": beta, "c0": c0, "ct": ct, "beta_tilde": beta_tilde}
 
 
@@ -100,7 +102,7 @@ def ddpm_elbo(denoiser, x0: Tensor, T: int | None = None, variance: str = "fixed
     if decoder not in ("discrete", "gaussian"):
         raise DifflabError(f"decoder must be discrete or gaussian, got {decoder!r}")
     if x0.dtype == torch.uint8:
-        x0 = x0.double() / 127.5 - 1
+        x0 = to_unit(x0, torch.float64)
     elif decoder == "discrete":
         raise DifflabError("the discrete decoder takes 8-bit images (uint8); use decoder='gaussian' for real data")
     x0 = x0.double()

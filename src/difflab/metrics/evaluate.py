@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from pathlib import Path
@@ -20,13 +18,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data.images import to_uint8
+from ..data.pixels import to_uint8, to_unit
 from ..errors import DifflabError
-from .classifier import ModuleExtractor, to_unit_range
+from ..io import atomic_write_json, load_tensors, save_tensors, sha256_bytes
+from .classifier import ModuleExtractor
 from .distances import frechet_distance_from_stats, gaussian_stats, kid, precision_recall
 from .scores import class_entropy, inception_score, memorisation
 
-__all__ = ["cache_dir", "reference_features", "evaluate_samples", "aggregate", "format_table", "save_json"]
+__all__ = ["cache_dir", "reference_features", "evaluate_samples", "sample_sets", "read_samples", "evaluate_sets",
+           "aggregate", "format_table", "save_json"]
 
 
 def cache_dir() -> Path:
@@ -34,29 +34,24 @@ def cache_dir() -> Path:
 
 
 def _hash(images: Tensor, module: torch.nn.Module) -> str:
-    h = hashlib.sha256(to_uint8(images).tobytes() if images.dtype != torch.uint8 else images.numpy().tobytes())
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]
+    pixels = images if images.dtype == torch.uint8 else to_uint8(images)
+    weights = [p for k, v in sorted(module.state_dict().items()) for p in (k, v)]
+    return sha256_bytes([pixels, *weights])[:32]
 
 
 def reference_features(extractor, images: Tensor, module: torch.nn.Module, use_cache: bool = True) -> Tensor:
-    """Features of ``images``, cached on disk under a hash of images and extractor weights."""
-    from safetensors.torch import load_file, save_file
+    """Features of ``images``, cached on disk under a hash of images and extractor weights (written
+    atomically; a broken entry is recomputed)."""
     key = _hash(images, module)
     path = cache_dir() / f"{key}.safetensors"
     if use_cache and path.is_file():
         try:
-            return load_file(str(path))["features"]
-        except Exception:  # a broken cache entry is recomputed
+            return load_tensors(path, what="cached features")["features"]
+        except DifflabError:
             path.unlink(missing_ok=True)
     feats = extractor(images)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"features": feats.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        save_tensors({"features": feats}, path)
     return feats
 
 
@@ -127,9 +122,49 @@ def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, m
         out["inception_score_floor"] = inception_score(probs_fn(sub), splits=min(10, n // 2))[0]
         ent, hist = class_entropy(probs)
         out["class_entropy"], out["class_histogram"] = ent, hist.tolist()
-    out["memorisation"] = memorisation(to_unit_range(samples)[:2000], to_unit_range(train),
-                                       to_unit_range(reference)[:2000])
+    out["memorisation"] = memorisation(to_unit(samples)[:2000], to_unit(train),
+                                       to_unit(reference)[:2000])
     return out
+
+
+def sample_sets(denoiser, seeds: list[int], n: int = 1000, sampler: str = "dpmpp_2m", steps: int = 20,
+                grid: str = "default", batch_size: int = 256, progress: bool = False,
+                **opts: Any) -> list[tuple[str, Tensor, int]]:
+    """One set of ``n`` samples per seed, as ``(label, samples clamped to [-1, 1], seed)`` for
+    :func:`evaluate_sets` (the seed also draws that set's real-vs-real floor subset)."""
+    from ..sampling import sample
+    out = []
+    for seed in seeds:
+        res = sample(denoiser, n=n, sampler=sampler, steps=steps, grid=grid, seed=seed, batch_size=batch_size,
+                     progress=progress, **opts)
+        out.append((f"{sampler}-{steps} seed {seed}", res.x.clamp(-1, 1), seed))
+    return out
+
+
+def read_samples(path: str | os.PathLike) -> Tensor:
+    """The ``samples`` array of an ``.npz`` written by ``difflab sample``."""
+    import numpy as np
+    path = Path(path)
+    if not path.is_file():
+        raise DifflabError(f"samples file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return torch.from_numpy(f["samples"])
+    except Exception as e:
+        raise DifflabError(f"{path} is not a difflab samples .npz (key 'samples'): {e}") from None
+
+
+def evaluate_sets(sets: list[tuple[str, Tensor, int]], train: Tensor, reference: Tensor, model,
+                  min_samples: int = 1000, progress: bool = False) -> list[dict[str, Any]]:
+    """:func:`evaluate_samples` of every ``(label, samples, seed)`` set; shapes are checked against the data."""
+    results = []
+    for label, x, seed in sets:
+        if tuple(x.shape[1:]) != tuple(train.shape[1:]):
+            raise DifflabError(f"{label}: samples have shape {tuple(x.shape[1:])}, the data {tuple(train.shape[1:])}")
+        r = evaluate_samples(x, train, reference, model, min_samples=min_samples, seed=seed, progress=progress)
+        r["label"] = label
+        results.append(r)
+    return results
 
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,4 +211,4 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def save_json(res: dict[str, Any], path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(res, indent=1))
+    atomic_write_json(path, res)

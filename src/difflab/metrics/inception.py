@@ -17,7 +17,6 @@ published name is checked against the SHA-256 prefix in that name.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,7 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DifflabError
-from .classifier import ModuleExtractor, to_unit_range
+from ..data.pixels import to_unit
+from ..io import sha256_file
+from .classifier import ModuleExtractor
 
 __all__ = ["InceptionV3FID", "find_inception_weights", "load_inception", "FID_WEIGHTS_NAMES", "FID_WEIGHTS_URL"]
 
@@ -160,7 +161,7 @@ class InceptionV3FID(nn.Module):
     @staticmethod
     def prepare(x: Tensor) -> Tensor:
         """Images (uint8 [0, 255] or float [-1, 1], 1 or 3 channels) -> the network's input, 3x299x299 in [-1, 1]."""
-        x = (to_unit_range(x) + 1) / 2  # [0, 1], as pytorch-fid's loaders give
+        x = (to_unit(x) + 1) / 2  # [0, 1], as pytorch-fid's loaders give
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         elif x.shape[1] != 3:
@@ -222,11 +223,7 @@ def load_inception(path: str | os.PathLike | None = None) -> InceptionV3FID:
     """Build :class:`InceptionV3FID` and load the weights file (see :func:`find_inception_weights`)."""
     p = find_inception_weights(path)
     if p.name in FID_WEIGHTS_NAMES:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if not h.hexdigest().startswith(_SHA_PREFIX):
+        if not sha256_file(p).startswith(_SHA_PREFIX):
             raise DifflabError(f"{p} is named like the FID weights but its SHA-256 does not start with "
                                f"{_SHA_PREFIX}: a damaged or different file; download {FID_WEIGHTS_URL} again")
     try:

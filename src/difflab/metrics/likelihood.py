@@ -23,11 +23,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..denoisers.denoiser import network_dtype
+from ..denoisers.denoiser import DenoiserFn, network_dtype
 from ..errors import DifflabError
-from ..process.forward import expand
-from ..sampling.dopri import dopri5
-from ..sampling.grids import logsigma_table, t_of_logsnr
+from ..sampling.ode import dopri5, log_sigma_time, pf_ode_derivative
 
 __all__ = ["log_likelihood", "bits_per_dim"]
 
@@ -48,7 +46,7 @@ def _divergence(fn, x: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
         return out.detach(), div
 
 
-def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: float | None = None,
+def log_likelihood(denoiser: DenoiserFn, x0: Tensor, t_min: float | None = None, sigma_max: float | None = None,
                    exact_trace: bool | None = None, rtol: float = 1e-5, atol: float = 1e-5, seed: int = 0,
                    stats: dict | None = None) -> Tensor:
     """:math:`\\log p(x_0)` in nats per sample (the density at :math:`\\tilde x = x_0` at ``t_min``).
@@ -59,12 +57,11 @@ def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: 
     |x| ~ sigma_max, i.e. O(|mu|/sigma_max) nats, so keep sigma_max large (VP schedules reach 150-3e4)."""
     sch = denoiser.schedule
     if t_min is None:
-        t_min = 1.0 / sch.T if getattr(sch, "discrete", False) else 1e-3
-    t_max = 1.0 if sigma_max is None else \
-        float(t_of_logsnr(sch, torch.tensor(-2 * math.log(sigma_max), dtype=torch.float64)))
+        t_min = sch.t_min
+    t_max = 1.0 if sigma_max is None else float(sch.t_of_sigma_ratio(sigma_max))
     if not t_max > t_min:
         raise DifflabError(f"sigma_max={sigma_max} is reached before t_min={t_min}")
-    u_tab, t_of = logsigma_table(sch, t_max, t_min)
+    u_tab, t_of = log_sigma_time(sch, t_max, t_min)
     u0, u1 = float(u_tab[0]), float(u_tab[-1])
     x0 = x0.to(torch.float64)
     B, d = x0.shape[0], x0[0].numel()
@@ -78,14 +75,12 @@ def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: 
 
     def f(u: float, y: Tensor) -> Tensor:
         t = t_of(u)
-        a = sch.alpha_sigma(t)[0]
         xt = y[:, :-1].reshape(x0.shape)
-        D, div_d = _divergence(lambda z: denoiser((expand(a, z) * z).to(net_dtype), t).to(z.dtype), xt, eps)
-        # D is a function of x = a x~; d/dx~ of D(a x~) includes the chain factor, taken by autograd
-        h = (xt - D).flatten(1)
-        return torch.cat([h, (d - div_d)[:, None]], dim=1)
+        # h(x~) = x~ - D(a x~): autograd's divergence includes the chain factor a of D's argument
+        h, div_h = _divergence(lambda z: pf_ode_derivative(denoiser, z, t, {}, net_dtype)[0], xt, eps)
+        return torch.cat([h.flatten(1), div_h[:, None]], dim=1)
 
-    y0 = torch.cat([x0.flatten(1), torch.zeros(B, 1, dtype=x0.dtype)], dim=1)
+    y0 = torch.cat([x0.flatten(1), torch.zeros(B, 1, dtype=x0.dtype)], dim=1)   # [x~, integral of div h]
     y1, st = dopri5(f, y0, u0, u1, rtol, atol)
     if stats is not None:
         stats.update(st)
@@ -95,7 +90,7 @@ def log_likelihood(denoiser, x0: Tensor, t_min: float | None = None, sigma_max: 
     return log_prior + int_div
 
 
-def bits_per_dim(denoiser, x_uint8: Tensor, samples: int = 1, seed: int = 0, **kw) -> Tensor:
+def bits_per_dim(denoiser: DenoiserFn, x_uint8: Tensor, samples: int = 1, seed: int = 0, **kw) -> Tensor:
     """Upper bound on the NLL of 8-bit images in bits/dim, uniform dequantisation (``samples`` draws)."""
     if x_uint8.dtype != torch.uint8:
         raise DifflabError("bits_per_dim takes uint8 images")

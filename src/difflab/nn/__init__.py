@@ -1,13 +1,20 @@
-"""Networks with no diffusion knowledge."""
+"""Networks with no diffusion knowledge: ``net(x, timestep, **cond) -> y`` with ``y.shape == x.shape``."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import DifflabError
+from .defaults import default_network
 from .mlp import MLP
 from .unet import UNet, timestep_embedding
 
-NETWORKS = {"unet": UNet, "mlp": MLP}
+NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
 
 
-def build_network(cfg: dict):
-    """Build a network from ``{"type": name, **kwargs}`` (checkpoint configs)."""
-    from ..errors import DifflabError
+def build_network(cfg: dict[str, Any]) -> nn.Module:
+    """Build a network from ``{"type": name, **kwargs}`` (checkpoint configs, :func:`default_network`)."""
     cfg = dict(cfg)
     kind = cfg.pop("type", "unet")
     if kind not in NETWORKS:
@@ -18,4 +25,4 @@ def build_network(cfg: dict):
         raise DifflabError(f"bad network config: {e}") from None
 
 
-__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "NETWORKS"]
+__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "default_network", "NETWORKS"]

@@ -131,6 +131,8 @@ class UNet(nn.Module):
         downsample_padding: 1 (symmetric) or 0 (pad right/bottom, DDPM's original).
     """
 
+    network_type = "unet"
+
     def __init__(self, in_channels: int = 1, out_channels: int | None = None,
                  channels: Sequence[int] = (32, 64, 64), layers_per_block: int = 2,
                  attention_levels: Sequence[int] = (2,), heads: int = 1, head_dim: int | None = None,

@@ -1,12 +1,15 @@
 """Schedules and the forward process."""
-from .forward import expand, markov_chain, posterior, q_sample, q_step, transition
+from .forward import (expand, markov_chain, posterior, posterior_coefficients, q_sample, q_step, transition,
+                      transition_coefficients)
 from .schedules import (SCHEDULES, CosineSchedule, DiscreteSchedule, EDMSchedule, LinearSchedule,
                         ScaledLinearSchedule, Schedule, SigmoidSchedule, VEGeometricSchedule, VPSchedule,
-                        ZeroTerminalSNR, get_schedule, schedule_from_config, zero_terminal_snr_table)
+                        ZeroTerminalSNR, get_schedule, schedule_from_config, schedule_from_spec,
+                        zero_terminal_snr_table)
 
 __all__ = [
     "SCHEDULES", "CosineSchedule", "DiscreteSchedule", "EDMSchedule", "LinearSchedule",
     "ScaledLinearSchedule", "Schedule", "SigmoidSchedule", "VEGeometricSchedule", "VPSchedule",
-    "ZeroTerminalSNR", "get_schedule", "schedule_from_config", "zero_terminal_snr_table",
-    "expand", "markov_chain", "posterior", "q_sample", "q_step", "transition",
+    "ZeroTerminalSNR", "get_schedule", "schedule_from_config", "schedule_from_spec", "zero_terminal_snr_table",
+    "expand", "markov_chain", "posterior", "posterior_coefficients", "q_sample", "q_step", "transition",
+    "transition_coefficients",
 ]

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from .schedules import Schedule
 
-__all__ = ["expand", "q_sample", "transition", "q_step", "markov_chain", "posterior"]
+__all__ = ["expand", "q_sample", "transition_coefficients", "posterior_coefficients", "transition", "q_step",
+           "markov_chain", "posterior"]
 
 
 def expand(v: Tensor, x: Tensor) -> Tensor:
@@ -40,15 +41,30 @@ def q_sample(schedule: Schedule, x0: Tensor, t: Tensor | float, eps: Tensor | No
     return expand(a, x0) * x0 + expand(s, x0) * eps
 
 
+def transition_coefficients(alpha_s: Tensor, sigma_s: Tensor, alpha_t: Tensor, sigma_t: Tensor
+                            ) -> tuple[Tensor, Tensor]:
+    r""":math:`(\alpha_{t|s}, \sigma_{t|s}^2)` of :math:`q(x_t \mid x_s)` from the schedule values at s <= t:
+    :math:`\alpha_{t|s} = \alpha_t/\alpha_s`, :math:`\sigma_{t|s}^2 = \sigma_t^2 - \alpha_{t|s}^2\sigma_s^2`
+    (clamped at 0 against rounding)."""
+    a_ts = alpha_t / alpha_s
+    return a_ts, (sigma_t**2 - a_ts**2 * sigma_s**2).clamp_min(0.0)
+
+
+def posterior_coefficients(alpha_s: Tensor, sigma_s: Tensor, alpha_t: Tensor, sigma_t: Tensor
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The posterior :math:`q(x_s \mid x_t, x_0) = N(c_t x_t + c_0 x_0, v\,I)` for s < t, from the schedule
+    values at s and t: :math:`c_t = \alpha_{t|s}\sigma_s^2/\sigma_t^2`, :math:`c_0 = \alpha_s\sigma_{t|s}^2/\sigma_t^2`,
+    :math:`v = \sigma_{t|s}^2\sigma_s^2/\sigma_t^2` (VDM eq. 28; DDPM eq. 7 on a table).  This is the one
+    home of the formula: the ancestral samplers, Langevin predictor and the DDPM ELBO all call it."""
+    a_ts, var_ts = transition_coefficients(alpha_s, sigma_s, alpha_t, sigma_t)
+    return a_ts * sigma_s**2 / sigma_t**2, alpha_s * var_ts / sigma_t**2, var_ts * sigma_s**2 / sigma_t**2
+
+
 def transition(schedule: Schedule, s: Tensor | float, t: Tensor | float) -> tuple[Tensor, Tensor]:
     r""":math:`(\alpha_{t|s}, \sigma_{t|s}^2)` of :math:`q(x_t \mid x_s)` for s <= t, in float64."""
-    s64 = torch.as_tensor(s, dtype=torch.float64)
-    t64 = torch.as_tensor(t, dtype=torch.float64)
-    a_s, s_s = schedule.alpha_sigma(s64)
-    a_t, s_t = schedule.alpha_sigma(t64)
-    a_ts = a_t / a_s
-    var = (s_t**2 - a_ts**2 * s_s**2).clamp_min(0.0)
-    return a_ts, var
+    a_s, s_s = schedule.alpha_sigma(torch.as_tensor(s, dtype=torch.float64))
+    a_t, s_t = schedule.alpha_sigma(torch.as_tensor(t, dtype=torch.float64))
+    return transition_coefficients(a_s, s_s, a_t, s_t)
 
 
 def q_step(schedule: Schedule, x_s: Tensor, s: Tensor | float, t: Tensor | float,
@@ -81,13 +97,7 @@ def posterior(schedule: Schedule, x_t: Tensor, x0: Tensor, s: Tensor | float, t:
 
     At s = 0 on a VP schedule (:math:`\sigma_s = 0`) the posterior is a point mass at :math:`x_0`.
     """
-    s64 = torch.as_tensor(s, dtype=torch.float64)
-    t64 = torch.as_tensor(t, dtype=torch.float64)
-    a_s, s_s = schedule.alpha_sigma(s64)
-    a_t, s_t = schedule.alpha_sigma(t64)
-    a_ts, var_ts = transition(schedule, s64, t64)
-    c_xt = a_ts * s_s**2 / s_t**2
-    c_x0 = a_s * var_ts / s_t**2
-    var = var_ts * s_s**2 / s_t**2
-    mean = expand(c_xt, x_t) * x_t + expand(c_x0, x0) * x0
-    return mean, expand(var, x_t)
+    a_s, s_s = schedule.alpha_sigma(torch.as_tensor(s, dtype=torch.float64))
+    a_t, s_t = schedule.alpha_sigma(torch.as_tensor(t, dtype=torch.float64))
+    c_xt, c_x0, var = posterior_coefficients(a_s, s_s, a_t, s_t)
+    return expand(c_xt, x_t) * x_t + expand(c_x0, x0) * x0, expand(var, x_t)

@@ -30,7 +30,7 @@ from ..errors import DifflabError
 __all__ = [
     "Schedule", "VPSchedule", "LinearSchedule", "ScaledLinearSchedule", "CosineSchedule",
     "SigmoidSchedule", "EDMSchedule", "VEGeometricSchedule", "DiscreteSchedule",
-    "ZeroTerminalSNR", "get_schedule", "schedule_from_config", "SCHEDULES",
+    "ZeroTerminalSNR", "get_schedule", "schedule_from_spec", "schedule_from_config", "SCHEDULES",
 ]
 
 
@@ -67,6 +67,36 @@ class Schedule:
     def alpha_bar(self, t: Tensor | float) -> Tensor:
         r""":math:`\bar\alpha(t) = \alpha_t^2` (VP notation)."""
         return self.alpha(t) ** 2
+
+    def sigma_ratio(self, t: Tensor | float) -> Tensor:
+        r"""The VE-equivalent noise level :math:`\tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t/2}`
+        (Karras et al.'s sigma)."""
+        return torch.exp(-0.5 * self.logsnr(t))
+
+    # -- inversions (float64) ------------------------------------------------------------------
+    def t_of_logsnr(self, lam: Tensor, iters: int = 60) -> Tensor:
+        """The t whose log-SNR is ``lam``: bisection on [0, 1] in float64 (the log-SNR decreases in t)."""
+        lo = torch.zeros_like(lam, dtype=torch.float64)
+        hi = torch.ones_like(lam, dtype=torch.float64)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            above = self.logsnr(mid) > lam
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return (lo + hi) / 2
+
+    def t_of_sigma_ratio(self, ratio: Tensor | float) -> Tensor:
+        r"""The t where :math:`\sigma_t/\alpha_t` equals ``ratio`` (a start such as Karras et al.'s 80, a
+        churned noise level)."""
+        log_r = torch.log(ratio.to(torch.float64)) if isinstance(ratio, Tensor) else \
+            torch.tensor(math.log(ratio), dtype=torch.float64)
+        return self.t_of_logsnr(-2.0 * log_r)
+
+    @property
+    def t_min(self) -> float:
+        """The smallest usable t > 0: where samplers stop before the final jump to clean data, the ODE
+        ends and likelihoods are evaluated (1e-3; the first knot 1/T on a table)."""
+        return 1e-3
 
     def timestep(self, t: Tensor) -> Tensor:
         """The time value fed to a network's time embedding: ``1000 t`` for continuous schedules.
@@ -327,6 +357,10 @@ class DiscreteSchedule(Schedule):
         """Inverse of :meth:`index_to_t` (a float for t between knots)."""
         return t * self.T - 1
 
+    @property
+    def t_min(self) -> float:
+        return 1.0 / self.T
+
     def timestep(self, t: Tensor) -> Tensor:
         return self.t_to_index(t)
 
@@ -412,6 +446,27 @@ def get_schedule(name: str, T: int | None = None, zero_terminal_snr: bool = Fals
     elif zero_terminal_snr:
         sched = ZeroTerminalSNR(sched)
     return sched
+
+
+def schedule_from_spec(spec: str | dict[str, Any] | Schedule, T: int | None = 1000) -> Schedule:
+    """A schedule from what a user writes: a name (``"cosine"``) or a mapping ``{"name": "cosine", "T": 1000,
+    "zero_terminal_snr": false, **parameters}``, as the CLI, sweep configs and diffusers scheduler configs
+    give it.  Variance-preserving schedules become T-step tables (``T`` from the mapping, else the
+    argument; None or 0: continuous time); variance-exploding ones are continuous, and a T given for one
+    in the mapping is refused."""
+    if isinstance(spec, Schedule):
+        return spec
+    params = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    if "name" not in params:
+        raise DifflabError(f"a schedule needs a name, got {spec!r}")
+    name = params.pop("name")
+    zts = bool(params.pop("zero_terminal_snr", False))
+    explicit = "T" in params
+    steps = params.pop("T", T)
+    vp = name not in SCHEDULES or SCHEDULES[name].variance_preserving
+    if not vp and not explicit:
+        steps = None
+    return get_schedule(name, T=steps or None, zero_terminal_snr=zts, **params)
 
 
 def schedule_from_config(cfg: dict[str, Any]) -> Schedule:

@@ -1,7 +1,6 @@
 """High-level sampling: seeded noise, batching, NFE counting and a progress bar."""
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -9,11 +8,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..denoisers.denoiser import NFECounter
+from ..denoisers.denoiser import DenoiserFn, NFECounter
 from ..errors import DifflabError
 from .grids import time_grid
 from .noise import SampleNoise
-from .samplers import SAMPLERS
+from .registry import get_sampler
 
 __all__ = ["sample", "sample_one_batch", "SampleResult", "nfe_settings"]
 
@@ -27,46 +26,13 @@ class SampleResult:
     trajectory: dict[str, Any] = field(default_factory=dict)
 
 
-def get_sampler(name: str):
-    if name not in SAMPLERS:
-        raise DifflabError(f"unknown sampler {name!r}; choose from {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[name]
-
-
-def sampler_options(name: str) -> list[str]:
-    """The keyword options a sampler takes (besides generator and callback)."""
-    sig = inspect.signature(get_sampler(name).fn)
-    return [p.name for p in sig.parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "callback")]
-
-
 def nfe_settings(name: str, nfe: int) -> tuple[int, dict[str, Any]] | None:
-    """Steps and options that spend about ``nfe`` network evaluations with sampler ``name``
-    (None if it cannot be that cheap): Heun on the Karras grid from sigma 80 (Karras et al.'s
-    setting), annealed Langevin with 5 steps per level from sigma 50 (NCSN), the adaptive ODE
-    solver with tolerances that land near the budget, UniPC of order 3, others ``nfe // NFE-per-step``."""
-    info = get_sampler(name)
-    if name == "ode":
-        tol = {5: 1e-1, 10: 3e-2, 20: 1e-2, 50: 1e-3}.get(nfe, 1e-4)
-        return 1, {"rtol": tol, "atol": tol}
-    if name == "heun":
-        steps = (nfe + 1) // 2
-        return (steps, {"grid": "karras", "sigma_max": 80.0}) if steps >= 1 else None
-    if name == "ald":
-        return (nfe // 5, {"steps_per_level": 5, "grid": "logsnr", "sigma_max": 50.0}) if nfe >= 5 else None
-    steps = nfe // info.nfe_per_step
-    opts: dict[str, Any] = {"order": 3} if name == "unipc" else {}
-    return (steps, opts) if steps >= 1 else None
+    """Steps and options with which sampler ``name`` spends about ``nfe`` network evaluations per sample,
+    in its recommended setting (:meth:`~.registry.SamplerInfo.for_nfe`; None if it cannot be that cheap)."""
+    return get_sampler(name).for_nfe(nfe)
 
 
-def check_options(name: str, opts: dict[str, Any]) -> None:
-    known = sampler_options(name)
-    for k in opts:
-        if k not in known:
-            raise DifflabError(f"sampler {name!r} has no option {k!r}; its options: {', '.join(known) or 'none'}")
-
-
-def prior_noise(denoiser, noise: SampleNoise, shape: tuple[int, ...], t0: Tensor) -> Tensor:
+def prior_noise(denoiser: DenoiserFn, noise: SampleNoise, shape: tuple[int, ...], t0: Tensor) -> Tensor:
     """x_T: standard normal for VP schedules (as DDPM), sigma(t_0) times it for VE ones."""
     z = noise.randn(shape)
     if denoiser.schedule.variance_preserving:
@@ -74,7 +40,7 @@ def prior_noise(denoiser, noise: SampleNoise, shape: tuple[int, ...], t0: Tensor
     return z * float(denoiser.schedule.sigma(t0))
 
 
-def sample_one_batch(denoiser, indices: range, shape: tuple[int, ...], sampler: str, ts: Tensor, seed: int,
+def sample_one_batch(denoiser: DenoiserFn, indices: range, shape: tuple[int, ...], sampler: str, ts: Tensor, seed: int,
                      callback: Callable | None = None, **opts: Any) -> Tensor:
     """Samples ``indices`` of the run with ``seed`` (each from its own noise stream)."""
     noise = SampleNoise(seed, indices)
@@ -83,14 +49,14 @@ def sample_one_batch(denoiser, indices: range, shape: tuple[int, ...], sampler: 
 
 
 @torch.no_grad()
-def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler: str = "ddim", steps: int = 50,
+def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = None, sampler: str = "ddim", steps: int = 50,
            grid: str = "default", sigma_max: float | None = None, seed: int = 0, batch_size: int = 256, progress: bool = True,
            trajectory: list[int] | None = None, trajectory_n: int = 8, ts: Tensor | None = None,
            cond: dict[str, Any] | None = None, **opts: Any) -> SampleResult:
     """Draw ``n`` samples; sample i depends only on (seed, i).
 
     Args:
-        denoiser: ``D(x_t, t) -> x0_hat`` with ``.schedule`` (and ``.data_shape`` if ``shape`` is None).
+        denoiser: ``D(x_t, t, **cond) -> x0_hat`` with ``.schedule`` (and ``.data_shape`` if ``shape`` is None).
         sampler: a name from :data:`SAMPLERS`; ``opts`` go to it (e.g. ``eta``), checked by name.
         cond: conditioning passed to the denoiser (e.g. class labels), per batch.
         steps, grid, sigma_max: the time grid (:func:`~.grids.time_grid`), unless ``ts`` is given.
@@ -98,7 +64,7 @@ def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler:
             samples (returned in ``result.trajectory``).
     """
     info = get_sampler(sampler)
-    check_options(sampler, opts)
+    info.check(opts)
     shape = tuple(shape or denoiser.data_shape)
     if n < 1:
         raise DifflabError(f"number of samples must be >= 1, got {n}")
@@ -138,6 +104,6 @@ def sample(denoiser, n: int = 64, shape: tuple[int, ...] | None = None, sampler:
     if was_training:
         denoiser.train()
     x = torch.cat(out).float()
-    if nfe_per_sample == 0 and info.nfe_per_step:
+    if nfe_per_sample == 0 and info.nfe_of_step(opts):
         raise RuntimeError("sampler made no network evaluations")
     return SampleResult(x, nfe_per_sample, time.perf_counter() - start, ts, traj if keep else {})

@@ -11,16 +11,13 @@ A grid always ends with t = 0, meaning clean data: samplers return :math:`\hat x
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from ..errors import DifflabError
 from ..process.schedules import DiscreteSchedule, Schedule
 
-__all__ = ["SPACINGS", "GRIDS", "discrete_timesteps", "time_grid", "grid_alpha_sigma", "t_of_logsnr",
-           "logsigma_table"]
+__all__ = ["SPACINGS", "GRIDS", "discrete_timesteps", "time_grid", "grid_alpha_sigma"]
 
 SPACINGS = ("leading", "trailing", "linspace")
 GRIDS = ("default", "uniform", "logsnr", "karras") + SPACINGS
@@ -41,18 +38,6 @@ def discrete_timesteps(T: int, steps: int, spacing: str = "leading", offset: int
     return idx.flip(0)
 
 
-def t_of_logsnr(schedule: Schedule, lam: Tensor, iters: int = 60) -> Tensor:
-    """Invert the (decreasing) log-SNR by bisection on [0, 1] in float64."""
-    lo = torch.zeros_like(lam, dtype=torch.float64)
-    hi = torch.ones_like(lam, dtype=torch.float64)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        above = schedule.logsnr(mid) > lam
-        lo = torch.where(above, mid, lo)
-        hi = torch.where(above, hi, mid)
-    return (lo + hi) / 2
-
-
 def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: float = 1.0,
               t_min: float = 0.0, rho: float = 7.0, sigma_max: float | None = None) -> Tensor:
     """``steps + 1`` decreasing times from ``t_max`` to 0 (``steps`` network evaluations for a
@@ -64,7 +49,7 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: floa
     3e4 that VP schedules reach at t = 1 overshoot (tests/test_samplers.py shows it for Heun).
     """
     if sigma_max is not None:
-        t_max = min(t_max, float(t_of_logsnr(schedule, torch.tensor(-2.0 * math.log(sigma_max), dtype=torch.float64))))
+        t_max = min(t_max, float(schedule.t_of_sigma_ratio(sigma_max)))
         if kind in SPACINGS or (kind == "default" and isinstance(schedule, DiscreteSchedule)):
             raise DifflabError("sigma_max applies to the uniform, logsnr and karras grids")
     if steps < 1:
@@ -77,17 +62,17 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: floa
     else:
         if kind in SPACINGS:
             raise DifflabError(f"spacing {kind!r} applies to discrete-step schedules only")
-        lo = t_min if t_min > 0 else (1.0 / schedule.T if isinstance(schedule, DiscreteSchedule) else 1e-3)
+        lo = t_min if t_min > 0 else schedule.t_min
         u = torch.linspace(0, 1, steps, dtype=torch.float64)
         if kind in ("default", "uniform"):
             ts = t_max + u * (lo - t_max)
         elif kind == "logsnr":
             l0, l1 = schedule.logsnr(torch.tensor(t_max, dtype=torch.float64)), schedule.logsnr(torch.tensor(lo, dtype=torch.float64))
-            ts = t_of_logsnr(schedule, l0 + u * (l1 - l0))
+            ts = schedule.t_of_logsnr(l0 + u * (l1 - l0))
         else:  # karras: uniform in sigma^(1/rho) of the VE-equivalent sigma = sigma/alpha
-            s = lambda t: torch.exp(-0.5 * schedule.logsnr(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
+            s = lambda t: schedule.sigma_ratio(torch.tensor(t, dtype=torch.float64))  # noqa: E731
             r = s(t_max) ** (1 / rho) + u * (s(lo) ** (1 / rho) - s(t_max) ** (1 / rho))
-            ts = t_of_logsnr(schedule, -2 * torch.log(r**rho))
+            ts = schedule.t_of_logsnr(-2 * torch.log(r**rho))
         if steps == 1:
             ts = torch.tensor([t_max], dtype=torch.float64)
     return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
@@ -101,18 +86,3 @@ def grid_alpha_sigma(schedule: Schedule, ts: Tensor) -> tuple[Tensor, Tensor]:
         a, s = a.clone(), s.clone()
         a[-1], s[-1] = 1.0, 0.0
     return a, s
-
-
-def logsigma_table(schedule, t_hi: float, t_lo: float, n: int = 4097):
-    """u = log(sigma/alpha) on a grid uniform in u over [u(t_lo), u(t_hi)] (t by bisection), and the
-    map u -> t by linear interpolation on it (smooth in u, also where u(t) is steep near t = 0)."""
-    lam = schedule.logsnr(torch.tensor([t_lo, t_hi], dtype=torch.float64))
-    u = torch.linspace(float(-0.5 * lam[0]), float(-0.5 * lam[1]), n, dtype=torch.float64)
-    t = t_of_logsnr(schedule, -2.0 * u)
-    t[0], t[-1] = t_lo, t_hi
-
-    def t_of(v: float) -> Tensor:
-        k = int(torch.searchsorted(u, torch.tensor([v], dtype=torch.float64)).clamp(1, n - 1))
-        w = (v - u[k - 1]) / (u[k] - u[k - 1])
-        return t[k - 1] + w * (t[k] - t[k - 1])
-    return u, t_of

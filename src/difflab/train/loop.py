@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
-from ..data.images import ImageData
+from ..data.kinds import Dataset
 from ..denoisers.denoiser import Denoiser
 from ..errors import DifflabError
+from ..io import atomic_write_json
 from ..losses import WEIGHTINGS, denoising_loss
-from .checkpoint import _tensors_to_state, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
 
 __all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
@@ -124,7 +125,7 @@ def lr_at(cfg: TrainConfig, step: int, progress: float = 0.0) -> float:
     return lr
 
 
-def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: TrainConfig | None = None,
+def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: TrainConfig | None = None,
           resume: bool = False, **overrides: Any) -> TrainResult:
     """Train ``denoiser`` on ``data`` into the run folder ``out``.
 
@@ -144,7 +145,7 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
     shape = data.shape
     if hasattr(denoiser.net, "check_input"):
         denoiser.net.check_input(shape)
-    denoiser.data_shape = shape
+    denoiser.data_shape, denoiser.data_kind = shape, data.kind
 
     net = denoiser.net
     betas = tuple(map(float, cfg.adam_betas))  # a list when read back from run.json
@@ -159,46 +160,30 @@ def train(denoiser: Denoiser, data: ImageData, out: str | os.PathLike, config: T
         ck = load_checkpoint(out)
         if list(ck.config["data_shape"]) != list(shape):
             raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
-        net.load_state_dict(ck.tensors("model.safetensors"))
-        ema.model.load_state_dict(ck.tensors("ema.safetensors"))
-        state = ck.tensors("train_state.safetensors")
-        # this invocation's settings (betas, weight decay, fused kernel), not the saved ones; given to the load
-        # itself, so that it places the state as they need (a fused kernel wants `step` on the parameters' device)
-        settings = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
-        groups = [{**g, **settings} for g in ck.config["optimizer_param_groups"]]
-        opt.load_state_dict(_tensors_to_state(state, groups))
-        gen.set_state(state["rng.train"])
-        torch.set_rng_state(state["rng.global"])
-        step = ck.step
-        ema.updates = int(state["ema.updates"])
+        step = ck.restore_training(net, ema, opt, gen)
         print(f"resumed from {ck.path} at step {step}")
     if cfg.steps is not None and step >= cfg.steps:
         raise DifflabError(f"run {out} is already at step {step} >= steps={cfg.steps}; raise --steps to continue")
 
     ema_den = Denoiser(ema.model, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
-    ema_den.data_shape = shape
+    ema_den.data_shape, ema_den.data_kind = shape, data.kind
     log_path = out / "log.jsonl"
     train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
-    atomic_write_text(out / "run.json", json.dumps({"training": train_info}, indent=1))
+    atomic_write_json(out / "run.json", {"training": train_info})
 
     def save() -> Path:
-        extra = {"rng.train": gen.get_state(), "rng.global": torch.get_rng_state(),
-                 "ema.updates": torch.tensor(ema.updates)}
-        return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt, extra_state=extra,
-                               training=train_info, keep=cfg.keep)
+        return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt,
+                               extra_state=training_state(gen, ema), training=train_info, keep=cfg.keep,
+                               data_kind=data.kind)
 
     def write_samples(tag: str) -> None:
+        from ..outputs import preview
         from ..sampling import sample
-        from ..viz import points_figure, save_grid
-        points = len(shape) == 1
-        res = sample(ema_den, n=1000 if points else cfg.sample_n, sampler="ddim", steps=cfg.sample_steps,
-                     seed=cfg.seed, progress=False, batch_size=1000 if points else 256)
-        if points:
-            if shape == (2,):
-                points_figure(res.x, out / "samples" / f"{tag}.png", data=x_all[:2000], title=tag)
-        else:
-            save_grid(res.x, out / "samples" / f"{tag}.png")
+        n = data.preview_n or cfg.sample_n
+        res = sample(ema_den, n=n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed, progress=False,
+                     batch_size=data.sample_batch_size)
+        preview(data.kind, res.x, out / "samples" / f"{tag}.png", data=x_all, title=tag)
 
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
     bar = None

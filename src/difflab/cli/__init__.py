@@ -1,0 +1,42 @@
+"""The ``difflab`` command: one module per command, each a thin layer over the Python API.
+
+Every command module has ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; a new
+command is one module added to ``COMMANDS``.  User errors print one line ``difflab: error: ...`` and
+exit with status 2; Ctrl-C during training saves a resumable checkpoint and exits with status 130.
+The library never imports this package.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..errors import DifflabError
+from . import (demo, eval, export, forward, likelihood, sample, samplers, schedules, sweep, train,
+               train_classifier)
+
+COMMANDS = [train, sample, eval, likelihood, sweep, train_classifier, export, forward, schedules, samplers, demo]
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="difflab", description="Diffusion models: train, sample, see, measure.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.NAME, help=cmd.HELP, description=cmd.HELP)
+        cmd.add_arguments(p)
+        p.set_defaults(fn=cmd.run)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except DifflabError as e:
+        print(f"difflab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("difflab: interrupted", file=sys.stderr)
+        return 130

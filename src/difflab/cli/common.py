@@ -1,0 +1,72 @@
+"""Argument helpers shared by the commands: parsing lists, data options, sampler options."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import DifflabError
+
+__all__ = ["ints", "floats", "parse_opts", "add_data_args", "load_data", "schedules_by_name", "add_progress_arg"]
+
+
+def ints(s: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``."""
+    try:
+        return [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise DifflabError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def floats(s: str) -> list[float]:
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise DifflabError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def parse_opts(items: list[str] | None) -> dict:
+    """``["s_churn=40", "order=3"]`` -> sampler options (numbers and booleans converted)."""
+    opts: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise DifflabError(f"sampler option must look like NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        if v.lower() in ("true", "false"):
+            opts[k] = v.lower() == "true"
+            continue
+        try:
+            opts[k] = int(v)
+        except ValueError:
+            try:
+                opts[k] = float(v)
+            except ValueError:
+                opts[k] = v
+    return opts
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", choices=["mnist", "folder", "digits"], required=required,
+                   default=None if required else "digits",
+                   help="mnist (IDX folder), folder (PNG/JPEG images) or digits (scikit-learn 8x8)")
+    p.add_argument("--data-dir", help="folder of the data set")
+    p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
+    p.add_argument("--image-size", type=int, help="resize folder images to this size")
+    p.add_argument("--channels-in", type=int, choices=[1, 3], help="folder images: 1 grey, 3 RGB")
+
+
+def load_data(args: argparse.Namespace, index_range: str | None = None):
+    """The data set the data options name (``index_range`` overrides ``--index-range``)."""
+    from ..data import load_dataset
+    kw = {}
+    if args.data == "folder":
+        kw = {"channels": args.channels_in, "size": args.image_size}
+    return load_dataset(args.data, args.data_dir, index_range or args.index_range, **kw)
+
+
+def schedules_by_name(names: str, T: int) -> dict:
+    """Comma-separated schedule names -> schedules; VP ones as T-step tables when T > 0."""
+    from ..process import schedule_from_spec
+    return {n: schedule_from_spec(n, T or None) for n in (v.strip() for v in names.split(",")) if n}
+
+
+def add_progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,0 +1,89 @@
+"""``difflab train``: train a diffusion model (:func:`difflab.train.train`)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import DifflabError
+from .common import add_data_args, add_progress_arg, ints, load_data
+
+NAME = "train"
+HELP = "train a diffusion model"
+
+
+def _betas(text: str) -> tuple[float, float]:
+    """``--adam-betas 0.9,0.99`` -> (0.9, 0.99); TrainConfig checks the range."""
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise DifflabError(f"--adam-betas: expected two numbers B1,B2, got {text!r}") from None
+    return b1, b2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_args(p)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, sample grids)")
+    p.add_argument("--steps", type=int, help="total optimisation steps")
+    p.add_argument("--minutes", type=float, help="wall-clock budget in minutes")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--schedule", default="cosine", help="cosine, linear, sigmoid, scaled_linear, edm, ve")
+    p.add_argument("--timesteps", type=int, default=1000,
+                   help="T of the discrete table (variance-preserving schedules); 0: continuous time")
+    p.add_argument("--zero-terminal-snr", action="store_true", help="rescale to zero terminal SNR (use v)")
+    p.add_argument("--prediction", default="v", help="v, eps, x0, score or edm")
+    p.add_argument("--weighting", default="min_snr", help="min_snr (gamma 5), uniform, snr or edm")
+    p.add_argument("--clip-x0", type=float, default=1.0, help="clamp x0_hat to [-c, c] when sampling; 0: off")
+    p.add_argument("--channels", help="UNet widths per level, e.g. 32,64,64")
+    p.add_argument("--layers-per-block", type=int)
+    p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--adam-betas", metavar="B1,B2", help="AdamW betas (default 0.9,0.999)")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--lr-schedule", default="constant",
+                   help="after warm-up: constant, or cosine (decay to 0 over the steps/minutes budget)")
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0: end only)")
+    p.add_argument("--ckpt-every-minutes", type=float, default=5.0)
+    add_progress_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..denoisers import create_denoiser
+    from ..train import TrainConfig, load_checkpoint, train
+
+    data = load_data(args)
+    print(f"data: {data.name}, {len(data)} {data.kind} of shape {data.shape}")
+    if args.resume:
+        den = load_checkpoint(args.out).denoiser("model").train()
+    else:
+        if args.minutes is None and args.steps is None:
+            raise DifflabError("give a training budget: --steps N or --minutes M")
+        network = {k: v for k, v in (("channels", args.channels and ints(args.channels)),
+                                     ("layers_per_block", args.layers_per_block),
+                                     ("attention_levels", None if args.attention_levels is None
+                                      else ints(args.attention_levels)),
+                                     ("dropout", args.dropout)) if v is not None}
+        schedule = {"name": args.schedule, "zero_terminal_snr": args.zero_terminal_snr}
+        den = create_denoiser(data.shape, network, schedule, args.timesteps or None, args.prediction,
+                              clip_x0=None if args.clip_x0 <= 0 else args.clip_x0, seed=args.seed)
+    n_params = sum(p.numel() for p in den.net.parameters())
+    widths = den.net.config.get("channels", den.net.config.get("hidden"))
+    print(f"model: {type(den.net).__name__} {widths}, {n_params / 1e6:.2f}M parameters; "
+          f"schedule {den.schedule!r}; prediction {den.prediction}")
+    cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay,
+                      adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
+                      warmup=args.warmup, lr_schedule=args.lr_schedule,
+                      grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
+                      seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
+                      progress=not args.no_progress)
+    res = train(den, data, args.out, cfg, resume=args.resume)
+    print(json.dumps({"step": res.step, "seconds": round(res.seconds, 1), "it_per_s": round(res.it_per_s, 3),
+                      "final_loss": round(res.final_loss, 5), "checkpoint": str(res.checkpoint)}))
+    return 130 if res.interrupted else 0

@@ -1,0 +1,95 @@
+"""Data kinds: what a data set's clean x0 *is*, so that the trainer, the sampler's files and the figures
+ask the kind instead of branching on shapes.
+
+A data set is ``x`` (N, *shape) in the model's space plus optional integer ``labels`` (N,); its kind
+(a subclass of :class:`Dataset`, named by ``kind``) carries the facts the rest of difflab needs: the
+natural value range (``clip_x0``), how many samples a preview shows and a sensible sampling batch.
+Kinds are classes with class-level facts, so a checkpoint that only records its kind's name
+(``DATA_KINDS[name]``) has them without the data at hand; :mod:`difflab.outputs` writes each kind's
+samples to files and pictures.
+
+* :class:`ImageData` (``"images"``): (C, H, W) in [-1, 1].
+* :class:`PointData` (``"points"``): (D,) real vectors (the 2-D toy distributions).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import Tensor
+
+from ..errors import DifflabError
+
+__all__ = ["Dataset", "ImageData", "PointData", "DATA_KINDS", "kind_of_shape"]
+
+
+@dataclass
+class Dataset:
+    """Clean samples ``x`` ``(N, *shape)`` and optional integer ``labels`` ``(N,)`` (with ``classes``, their
+    names)."""
+
+    x: Tensor
+    labels: Tensor | None = None
+    name: str = "data"
+    info: dict = field(default_factory=dict)
+    classes: list[str] | None = None
+
+    kind: ClassVar[str] = "data"
+    clip_x0: ClassVar[float | None] = None     # the data's range, [-c, c], if it has one
+    preview_n: ClassVar[int | None] = None     # samples in a training preview (None: the trainer's sample_n)
+    sample_batch_size: ClassVar[int] = 256     # batch size for drawing samples of this kind
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and self.labels.shape != self.x.shape[:1]:
+            raise DifflabError(f"{self.name}: {self.labels.shape[0]} labels for {self.x.shape[0]} samples")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 without labels)."""
+        if self.labels is None:
+            return 0
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self)} {self.kind} of shape {self.shape}"
+
+
+@dataclass
+class ImageData(Dataset):
+    """Clean images ``x`` in [-1, 1] ``(N, C, H, W)``, optional integer ``labels`` ``(N,)``."""
+
+    name: str = "images"
+    kind: ClassVar[str] = "images"
+    clip_x0: ClassVar[float | None] = 1.0
+
+
+@dataclass
+class PointData(Dataset):
+    """Real vectors ``x`` ``(N, D)`` (the 2-D toy distributions), optional labels (mixture components)."""
+
+    name: str = "points"
+    kind: ClassVar[str] = "points"
+    preview_n: ClassVar[int | None] = 1000     # a scatter plot needs many points
+    sample_batch_size: ClassVar[int] = 100_000   # one batch: tiny networks are dominated by per-call overhead
+
+
+DATA_KINDS: dict[str, type[Dataset]] = {k.kind: k for k in (ImageData, PointData)}
+
+
+def kind_of_shape(shape: tuple[int, ...] | list[int]) -> str:
+    """The data kind of a sample shape, for files that predate the recorded kind: (C, H, W) images,
+    (D,) points."""
+    rank = len(shape)
+    if rank == 3:
+        return ImageData.kind
+    if rank == 1:
+        return PointData.kind
+    raise DifflabError(f"no data kind has samples of shape {tuple(shape)}")
+
