@@ -34,7 +34,8 @@ def test_save_load_gives_identical_samples(tmp_path, tiny_unet_kwargs):
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_unet_kwargs):
-    kw = dict(batch_size=8, progress=False, sample_every=0, sample_n=4, sample_steps=2, warmup=3)
+    """3 steps, then a resume to 6, give the weights, EMA and per-step log of 6 uninterrupted steps."""
+    kw = dict(batch_size=8, progress=False, sample_every=0, sample_n=4, sample_steps=2, warmup=3, log_every=1)
     data, den = _setup(tiny_unet_kwargs)
     dl.train(den, data, tmp_path / "straight", steps=6, **kw)
     data, den = _setup(tiny_unet_kwargs)
@@ -48,8 +49,11 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, tiny_unet_kwargs):
     for k in m1:
         assert torch.allclose(m1[k], m2[k], atol=1e-6), k
         assert torch.allclose(e1[k], e2[k], atol=1e-6), k
-    lines = [json.loads(l) for l in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
-    assert lines == [] or lines[-1]["step"] <= 6
+    log = lambda run: [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    straight, split = log("straight"), log("split")
+    assert [r["step"] for r in split] == [r["step"] for r in straight] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(straight, split):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["lr"] == b["lr"], (a, b)
 
 
 def test_truncated_and_foreign_checkpoints_are_refused(tmp_path, tiny_unet_kwargs):

@@ -73,21 +73,74 @@ def test_continuous_linear_close_to_its_table():
     assert torch.allclose(cont.alpha_bar(t), disc.alpha_bar_table, atol=2e-3)
 
 
-def test_edm_and_ve_formulas():
-    s = get_schedule("edm", sigma_min=0.002, sigma_max=80.0, rho=7.0)
-    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
-    mid = (0.002 ** (1 / 7) + 0.5 * (80 ** (1 / 7) - 0.002 ** (1 / 7))) ** 7
-    assert torch.allclose(s.sigma(t), torch.tensor([0.002, mid, 80.0], dtype=torch.float64))
-    ve = get_schedule("ve", sigma_min=0.01, sigma_max=50.0)
-    assert ve.sigma(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(math.sqrt(0.01 * 50.0))
+def test_edm_and_ve_sigmas_equal_diffusers():
+    """EDM (Karras et al. eq. 5): sigma at t = 1 - i/(N-1) equals the Karras sigmas of diffusers'
+    EDMEulerScheduler (rho 7, 0.002..80); VE: sigma(t) equals ScoreSdeVeScheduler's sigma_min (sigma_max /
+    sigma_min)^t on its own timesteps.  diffusers keeps float32: relative 1e-5."""
+    diffusers = pytest.importorskip("diffusers")
+    edm = diffusers.EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_schedule="karras", rho=7.0)
+    edm.set_timesteps(12)
+    ours = get_schedule("edm", sigma_min=0.002, sigma_max=80.0, rho=7.0)
+    t = 1 - torch.arange(12, dtype=torch.float64) / 11
+    assert torch.allclose(ours.sigma(t), edm.sigmas[:-1].double(), rtol=1e-5, atol=0)
+    ve = diffusers.ScoreSdeVeScheduler(sigma_min=0.01, sigma_max=50.0, sampling_eps=1e-5)
+    ve.set_timesteps(10)
+    ve.set_sigmas(10)
+    ours = get_schedule("ve", sigma_min=0.01, sigma_max=50.0)
+    assert torch.allclose(ours.sigma(ve.timesteps.double()), ve.sigmas.double(), rtol=1e-5, atol=0)
 
 
-def test_cosine_continuous_matches_formula():
-    s = get_schedule("cosine")
-    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-    ref = torch.tensor([f(u) / f(0) for u in t.tolist()], dtype=torch.float64)
-    assert torch.allclose(s.alpha_bar(t), ref, rtol=1e-12)
+def test_continuous_cosine_equals_diffusers_at_the_knots():
+    """The continuous cosine alpha_bar(k/T) telescopes to the cumulative product of diffusers' squaredcos_cap_v2
+    betas wherever they are not clipped at 0.999 (all but the last few of 1000)."""
+    diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    unclipped = int((ref.betas < 0.999).sum())
+    k = torch.arange(1, unclipped + 1, dtype=torch.float64)
+    cont = get_schedule("cosine").alpha_bar(k / 1000)
+    assert unclipped > 990
+    assert torch.allclose(cont, ref.alphas_cumprod[:unclipped].double(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name,beta", [
+    ("linear", lambda s, b0, b1: b0 + s * (b1 - b0)),
+    ("scaled_linear", lambda s, b0, b1: (b0**0.5 + s * (b1**0.5 - b0**0.5)) ** 2)])
+def test_continuous_vp_schedules_integrate_their_beta(name, beta):
+    """The continuous VP forms are the VP SDE (Song et al. 2021, eq. 33): alpha_bar(t) = exp(-int_0^t beta(s) ds)
+    with beta(s) = T beta_i(s), checked by numerical quadrature (scipy.integrate.quad)."""
+    from scipy.integrate import quad
+    b0, b1 = (1e-4, 0.02) if name == "linear" else (0.00085, 0.012)
+    sched = get_schedule(name, beta_start=b0, beta_end=b1)
+    for t in (0.05, 0.3, 0.6, 1.0):
+        integral, _ = quad(lambda s: 1000 * beta(s, b0, b1), 0, t, epsabs=1e-13)
+        got = float(sched.alpha_bar(torch.tensor(t, dtype=torch.float64)))
+        assert got == pytest.approx(math.exp(-integral), rel=1e-10)
+
+
+def test_sigmoid_schedule_is_symmetric():
+    """With start = -end the sigmoid's alpha_bar is point-symmetric about t = 1/2: alpha_bar(t) +
+    alpha_bar(1 - t) = 1 and alpha_bar(1/2) = 1/2 (a property of the schedule, not its formula re-typed)."""
+    s = get_schedule("sigmoid", start=-3.0, end=3.0, tau=0.7)
+    t = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    assert torch.allclose(s.alpha_bar(t) + s.alpha_bar(1 - t), torch.ones_like(t), atol=1e-12)
+    assert float(s.alpha_bar(torch.tensor(0.5, dtype=torch.float64))) == pytest.approx(0.5, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_inversions(name):
+    """t_of_logsnr inverts logsnr (bisection to float64 precision) and t_of_sigma_ratio inverts
+    sigma_ratio = sigma/alpha = exp(-logsnr/2) on every schedule (the EDM sigma is the inverse of its
+    log-SNR: sigma(t) = exp(-logsnr(t)/2) with alpha = 1)."""
+    s = get_schedule(name)
+    t = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
+    assert torch.allclose(s.t_of_logsnr(s.logsnr(t)), t, atol=1e-10)
+    a, sig = s.alpha_sigma(t)
+    assert torch.allclose(s.sigma_ratio(t), sig / a, rtol=1e-12)
+    assert torch.allclose(s.t_of_sigma_ratio(sig / a), t, atol=1e-10)
+    assert float(s.t_of_sigma_ratio(float(sig[10] / a[10]))) == pytest.approx(float(t[10]), abs=1e-10)
+    assert s.t_min == 1e-3
+    if s.variance_preserving:
+        assert get_schedule(name, T=200).t_min == 1 / 200
 
 
 def test_float32_in_float32_out():
