@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="T of the discrete table (variance-preserving schedules); 0: continuous time")
     p.add_argument("--zero-terminal-snr", action="store_true", help="rescale to zero terminal SNR (use v)")
     p.add_argument("--prediction", default="v", help="v, eps, x0, score or edm")
+    p.add_argument("--conditional", action="store_true",
+                   help="class-conditional on the data's labels (MNIST digits, digits, class subfolders)")
+    p.add_argument("--cond-drop", type=float, default=0.1,
+                   help="fraction of labels replaced by the null label during training (for guidance)")
     p.add_argument("--weighting", default="min_snr", help="min_snr (gamma 5), uniform, snr or edm")
     p.add_argument("--clip-x0", type=float, default=1.0, help="clamp x0_hat to [-c, c] when sampling; 0: off")
     p.add_argument("--channels", help="UNet widths per level, e.g. 32,64,64")
@@ -69,18 +73,24 @@ def run(args: argparse.Namespace) -> int:
                                      ("attention_levels", None if args.attention_levels is None
                                       else ints(args.attention_levels)),
                                      ("dropout", args.dropout)) if v is not None}
+        if args.conditional:
+            if data.labels is None:
+                raise DifflabError(f"--conditional needs labelled data; {data.name} has no labels")
+            network["num_classes"] = data.num_classes
         schedule = {"name": args.schedule, "zero_terminal_snr": args.zero_terminal_snr}
         den = create_denoiser(data.shape, network, schedule, args.timesteps or None, args.prediction,
                               clip_x0=None if args.clip_x0 <= 0 else args.clip_x0, seed=args.seed)
     n_params = sum(p.numel() for p in den.net.parameters())
     widths = den.net.config.get("channels", den.net.config.get("hidden"))
     print(f"model: {type(den.net).__name__} {widths}, {n_params / 1e6:.2f}M parameters; "
-          f"schedule {den.schedule!r}; prediction {den.prediction}")
+          f"schedule {den.schedule!r}; prediction {den.prediction}"
+          + (f"; conditional on {den.num_classes} classes" if den.num_classes else ""))
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay,
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
                       warmup=args.warmup, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
+                      cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)

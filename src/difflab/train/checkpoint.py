@@ -54,6 +54,7 @@ def model_config(denoiser: Denoiser, data_shape: tuple[int, ...], data_kind: str
         "sigma_data": denoiser.sigma_data,
         "data_kind": data_kind or kind_of_shape(data_shape),
         "data_shape": list(data_shape),
+        "classes": denoiser.classes,
     }
 
 
@@ -66,6 +67,10 @@ def build_denoiser(cfg: dict[str, Any]) -> Denoiser:
         den.data_shape = tuple(cfg["data_shape"])
     except KeyError as e:
         raise DifflabError(f"checkpoint config lacks the field {e}") from None
+    den.classes = cfg.get("classes")
+    if den.num_classes and (den.classes is None or len(den.classes) != den.num_classes):
+        raise DifflabError(f"checkpoint config: a network of {den.num_classes} classes needs their {den.num_classes} "
+                           f"names in 'classes'")
     kind = cfg.get("data_kind") or kind_of_shape(den.data_shape)
     if kind not in DATA_KINDS:
         raise DifflabError(f"checkpoint config names an unknown data kind {kind!r}")
