@@ -49,6 +49,7 @@ def load_denoiser(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..encoders.attached import data_space, decode_samples, decode_trajectory
     from ..outputs import save_samples
     from ..sampling import sample
     from ..viz import trajectory_figure
@@ -65,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
                  sigma_max=args.sigma_max, seed=args.seed,
                  batch_size=args.batch_size, progress=not args.no_progress, trajectory=traj_steps, **opts)
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
-    files = save_samples(den.data_kind, res.x, args.out, tag, each=args.save_images)
+    # a latent model's samples (and trajectory) are decoded to data space
+    files = save_samples(data_space(den)[0], decode_samples(den, res.x), args.out, tag, each=args.save_images)
     if "files" in files:
         print(f"{args.n} files in {files['files']} (for pytorch-fid, clean-fid, torch-fidelity)")
     shown = ", ".join(str(files[k]) for k in ("preview", "arrays") if k in files)
     print(f"{args.n} samples, {res.nfe} NFE each, {res.seconds:.1f}s "
           f"({res.seconds / args.n * 1000:.1f} ms/sample): {shown}")
     if args.trajectory:
-        print(f"trajectory: {trajectory_figure(res.trajectory, f'{args.out}/{tag}_trajectory.png')}")
+        traj = decode_trajectory(den, res.trajectory)
+        print(f"trajectory: {trajectory_figure(traj, f'{args.out}/{tag}_trajectory.png')}")
     return 0
