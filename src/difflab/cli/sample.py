@@ -101,6 +101,7 @@ def guidance_from_args(den, args: argparse.Namespace, n: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..encoders.attached import data_space, decode_samples, decode_trajectory
     from ..outputs import save_samples
     from ..sampling import sample
     from ..viz import trajectory_figure
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
     if args.class_ is not None:
         tag += f"_class{args.class_}" + (f"_w{args.guidance:g}" if args.guidance != 1.0 else "")
-    files = save_samples(base.data_kind, res.x, args.out, tag, each=args.save_images,
+    # a latent model's samples (and trajectory) are decoded to data space
+    files = save_samples(data_space(base)[0], decode_samples(base, res.x), args.out, tag, each=args.save_images,
                          labels=None if cond is None else cond["label"], nrow=nrow)
     if "files" in files:
         print(f"{n} files in {files['files']} (for pytorch-fid, clean-fid, torch-fidelity)")
@@ -129,5 +131,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{n} samples, {res.nfe} NFE each, {res.seconds:.1f}s "
           f"({res.seconds / n * 1000:.1f} ms/sample): {shown}")
     if args.trajectory:
-        print(f"trajectory: {trajectory_figure(res.trajectory, f'{args.out}/{tag}_trajectory.png')}")
+        traj = decode_trajectory(base, res.trajectory)
+        print(f"trajectory: {trajectory_figure(traj, f'{args.out}/{tag}_trajectory.png')}")
     return 0

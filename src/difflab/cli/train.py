@@ -36,7 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cond-drop", type=float, default=0.1,
                    help="fraction of labels replaced by the null label during training (for guidance)")
     p.add_argument("--weighting", default="min_snr", help="min_snr (gamma 5), uniform, snr or edm")
-    p.add_argument("--clip-x0", type=float, default=1.0, help="clamp x0_hat to [-c, c] when sampling; 0: off")
+    p.add_argument("--clip-x0", type=float,
+                   help="clamp x0_hat to [-c, c] when sampling; 0: off (default: 1 for images, off for latents)")
+    p.add_argument("--latent", metavar="AE_RUN",
+                   help="train in the latent space of this autoencoder (a difflab train-autoencoder run); the "
+                        "data's encodings are cached, samples are decoded")
     p.add_argument("--channels", help="UNet widths per level, e.g. 32,64,64")
     p.add_argument("--layers-per-block", type=int)
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
@@ -63,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_data(args)
     print(f"data: {data.name}, {len(data)} {data.kind} of shape {data.shape}")
+    encoder = load_checkpoint(args.out).encoder() if args.resume else None
+    if args.latent:
+        from ..train.autoencoder import load_autoencoder
+        encoder = load_autoencoder(args.latent)  # a resume checks it is the one the run was trained with
+    if encoder is not None:
+        from ..data import encode_dataset
+        data = encode_dataset(data, encoder, progress=not args.no_progress)
+        print(f"latent space: {len(data)} latents of shape {data.shape} (scale {encoder.scale:.4g})")
     if args.resume:
         den = load_checkpoint(args.out).denoiser("model").train()
     else:
@@ -78,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 raise DifflabError(f"--conditional needs labelled data; {data.name} has no labels")
             network["num_classes"] = data.num_classes
         schedule = {"name": args.schedule, "zero_terminal_snr": args.zero_terminal_snr}
-        den = create_denoiser(data.shape, network, schedule, args.timesteps or None, args.prediction,
-                              clip_x0=None if args.clip_x0 <= 0 else args.clip_x0, seed=args.seed)
+        clip = data.clip_x0 if args.clip_x0 is None else (None if args.clip_x0 <= 0 else args.clip_x0)
+        den = create_denoiser(data.shape, network, schedule, args.timesteps or None, args.prediction, clip_x0=clip,
+                              seed=args.seed)
     n_params = sum(p.numel() for p in den.net.parameters())
     widths = den.net.config.get("channels", den.net.config.get("hidden"))
     print(f"model: {type(den.net).__name__} {widths}, {n_params / 1e6:.2f}M parameters; "

@@ -11,12 +11,14 @@ from typing import Any, Callable
 from ..errors import DifflabError
 from .images import load_digits, load_image_files, load_image_folder, load_mnist, parse_range, read_idx
 from .kinds import DATA_KINDS, Dataset, ImageData, PointData, kind_of_shape
+from .latents import LatentData, encode_dataset
 from .pixels import from_uint8, to_uint8, to_unit
 from .toy2d import TOY2D, load_toy2d, sample_toy2d
 
 __all__ = ["DATASETS", "DATA_KINDS", "Dataset", "ImageData", "PointData", "kind_of_shape", "from_uint8", "to_uint8",
            "to_unit", "load_dataset", "load_digits", "load_image_files", "load_image_folder", "load_mnist",
-           "parse_range", "read_idx", "TOY2D", "load_toy2d", "sample_toy2d"]
+           "parse_range", "read_idx", "TOY2D", "load_toy2d", "sample_toy2d",
+           "LatentData", "encode_dataset"]
 
 
 def _mnist(data_dir, index_range, **kw) -> Dataset:

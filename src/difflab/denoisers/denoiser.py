@@ -64,6 +64,7 @@ class Denoiser(nn.Module):
         self.data_shape: tuple[int, ...] | None = None   # the samples' shape and data kind, set by whoever
         self.data_kind: str | None = None                # knows them (trainer, checkpoint, loader)
         self.classes: list[str] | None = None            # names of the classes of a conditional network
+        self.encoder: nn.Module | None = None            # the encoder of a latent model (samples are decoded)
 
     @property
     def num_classes(self) -> int:

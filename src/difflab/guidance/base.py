@@ -40,6 +40,11 @@ class DenoiserWrapper(nn.Module):
         return getattr(self.inner, "data_kind", None)
 
     @property
+    def encoder(self):
+        """The encoder of a model that runs in a latent space (None: data space)."""
+        return getattr(self.inner, "encoder", None)
+
+    @property
     def num_classes(self) -> int:
         return int(getattr(self.inner, "num_classes", 0))
 

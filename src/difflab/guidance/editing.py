@@ -179,7 +179,10 @@ def make_mask(kind: str, shape: tuple[int, ...], seed: int = 0) -> Tensor:
     return MASKS[kind](h, w, torch.Generator().manual_seed(seed)).expand(c, h, w).clone()
 
 
-def _check_images(x: Tensor, shape: tuple[int, ...], what: str) -> None:
+def _check_images(x: Tensor, shape: tuple[int, ...], what: str, denoiser: Any = None) -> None:
+    if getattr(denoiser, "encoder", None) is not None:
+        raise DifflabError("editing works on a model of the data itself; this one runs in an autoencoder's latent "
+                           "space")
     if tuple(x.shape[1:]) != tuple(shape):
         raise DifflabError(f"{what} has shape {tuple(x.shape[1:])}; the model makes {tuple(shape)}")
 
@@ -193,7 +196,7 @@ def inpaint(denoiser: Any, images: Tensor, mask: Tensor, sampler: str = "ddpm", 
     :class:`~difflab.sampling.api.SampleResult`."""
     from ..sampling import sample
     shape = tuple(denoiser.data_shape)
-    _check_images(images, shape, "the image")
+    _check_images(images, shape, "the image", denoiser)
     if tuple(mask.shape[-len(shape):]) != shape:
         raise DifflabError(f"the mask is {tuple(mask.shape[-len(shape):])}, the images {shape}: give a mask of the "
                            f"same size")
@@ -211,6 +214,7 @@ def super_resolve(denoiser: Any, low: Tensor, factor: int = 2, sampler: str = "d
     """Images of the model's size whose f x f block means equal ``low`` (N, C, H/f, W/f) (ILVR)."""
     from ..sampling import sample
     shape = tuple(denoiser.data_shape)
+    _check_images(low, tuple(low.shape[1:]), "the low-resolution image", denoiser)
     if tuple(low.shape[1:]) != (shape[0], shape[1] // factor, shape[2] // factor) or shape[1] % factor:
         raise DifflabError(f"a {factor}x super-resolution to {shape} takes images of "
                            f"{(shape[0], shape[1] // factor, shape[2] // factor)}, got {tuple(low.shape[1:])}")
@@ -231,7 +235,7 @@ def img2img(denoiser: Any, images: Tensor, strength: float, sampler: str = "ddim
     from ..sampling import sample
     if not 0.0 < strength <= 1.0:
         raise DifflabError(f"strength must be in (0, 1], got {strength}")
-    _check_images(images, tuple(denoiser.data_shape), "the image")
+    _check_images(images, tuple(denoiser.data_shape), "the image", denoiser)
     return sample(denoiser, n=len(images), sampler=sampler, steps=steps, seed=seed, progress=progress,
                   t_start=strength, x0_start=images, cond=cond, **opts)
 

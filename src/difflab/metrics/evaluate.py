@@ -133,13 +133,15 @@ def sample_sets(denoiser, seeds: list[int], n: int = 1000, sampler: str = "dpmpp
                 grid: str = "default", batch_size: int = 256, progress: bool = False,
                 **opts: Any) -> list[tuple[str, Tensor, int]]:
     """One set of ``n`` samples per seed, as ``(label, samples clamped to [-1, 1], seed)`` for
-    :func:`evaluate_sets` (the seed also draws that set's real-vs-real floor subset)."""
+    :func:`evaluate_sets` (the seed also draws that set's real-vs-real floor subset); a latent model's
+    samples are decoded."""
+    from ..encoders.attached import decode_samples
     from ..sampling import sample
     out = []
     for seed in seeds:
         res = sample(denoiser, n=n, sampler=sampler, steps=steps, grid=grid, seed=seed, batch_size=batch_size,
                      progress=progress, **opts)
-        out.append((f"{sampler}-{steps} seed {seed}", res.x.clamp(-1, 1), seed))
+        out.append((f"{sampler}-{steps} seed {seed}", decode_samples(denoiser, res.x).clamp(-1, 1), seed))
     return out
 
 

@@ -20,6 +20,7 @@ import torch
 
 from ..data.kinds import Dataset
 from ..denoisers.denoiser import Denoiser
+from ..encoders.attached import check_same_encoder, data_space, decode_samples
 from ..errors import DifflabError
 from ..io import atomic_write_json
 from ..losses import WEIGHTINGS, denoising_loss
@@ -176,6 +177,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         ck = load_checkpoint(out)
         if list(ck.config["data_shape"]) != list(shape):
             raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
+        check_same_encoder(ck.config, getattr(data, "encoder", None), f"checkpoint {ck.path}")
         step = ck.restore_training(net, ema, opt, gen)
         print(f"resumed from {ck.path} at step {step}")
     if cfg.steps is not None and step >= cfg.steps:
@@ -184,6 +186,8 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     ema_den = Denoiser(ema.model, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
     ema_den.classes = denoiser.classes
     ema_den.data_shape, ema_den.data_kind = shape, data.kind
+    if getattr(data, "encoder", None) is not None:  # latent data: samples are decoded for the grids
+        ema_den.encoder = data.encoder
     log_path = out / "log.jsonl"
     train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
@@ -192,7 +196,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     def save() -> Path:
         return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt,
                                extra_state=training_state(gen, ema), training=train_info, keep=cfg.keep,
-                               data_kind=data.kind)
+                               data_kind=data.kind, encoder=getattr(data, "encoder", None))
 
     def write_samples(tag: str) -> None:
         from ..outputs import preview
@@ -202,7 +206,8 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         cond = {"label": torch.arange(n) % denoiser.num_classes} if labels is not None else None
         res = sample(ema_den, n=n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed, progress=False,
                      batch_size=data.sample_batch_size, cond=cond)
-        preview(data.kind, res.x, out / "samples" / f"{tag}.png", data=x_all, title=tag)
+        kind, x = data_space(ema_den)[0], decode_samples(ema_den, res.x)
+        preview(kind, x, out / "samples" / f"{tag}.png", data=x_all if kind == data.kind else None, title=tag)
 
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
     bar = None
