@@ -63,8 +63,14 @@ def _load_diffusion(path: str | os.PathLike, **options: Any) -> Generator:
     return DiffusionGenerator(load_checkpoint(path).denoiser("ema"), **options)
 
 
+def _load_gan(path: str | os.PathLike, **options: Any) -> Generator:
+    from .baselines import load_gan_generator
+    return load_gan_generator(path, **options)
+
+
 # config "format" -> loader(path, **options) -> Generator
-GENERATOR_LOADERS: dict[str, Callable[..., Generator]] = {"difflab-checkpoint": _load_diffusion}
+GENERATOR_LOADERS: dict[str, Callable[..., Generator]] = {"difflab-checkpoint": _load_diffusion,
+                                                          "difflab-gan": _load_gan}
 
 
 def load_generator(path: str | os.PathLike, **options: Any) -> Generator:
