@@ -198,6 +198,33 @@ def test_resume_equals_a_straight_run(tmp_path):
         train_gan(data, tmp_path / "split", steps=7, resume=True, **kw)
 
 
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    """A Ctrl-C (the interrupt flag, checked between steps) after 3 steps saves step 3 and returns
+    interrupted; the resume continues to the budget."""
+    import difflab.baselines.trainer as trainer
+    from difflab.train.loop import _Interrupt
+
+    class _CtrlC(_Interrupt):
+        checks = 0
+
+        @property
+        def hit(self):
+            _CtrlC.checks += 1
+            return _CtrlC.checks > 3
+
+        @hit.setter
+        def hit(self, value):
+            pass
+
+    data = dl.load_dataset("digits", index_range="0:64")
+    monkeypatch.setattr(trainer, "_Interrupt", _CtrlC)
+    res = train_gan(data, tmp_path / "g", steps=10, sample_every=0, **KW)
+    assert res.interrupted and res.step == 3 and res.checkpoint.name == "step_0000003"
+    assert not (tmp_path / "g" / "samples").exists()      # no final grid after an interrupt
+    monkeypatch.undo()
+    assert train_gan(data, tmp_path / "g", steps=10, sample_every=0, resume=True, **KW).step == 10
+
+
 def test_corrupt_truncated_and_foreign_gan_checkpoints_are_refused(tmp_path):
     data = dl.load_dataset("digits", index_range="0:64")
     res = train_gan(data, tmp_path / "g", steps=1, sample_every=0, **KW)
