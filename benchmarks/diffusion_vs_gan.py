@@ -6,7 +6,7 @@ sampling and scoring, mostly the diffusion model's 20-NFE samples)::
     python benchmarks/diffusion_vs_gan.py --minutes 10 --seeds 0,1,2 --n 1000 --mode-n 10000 \\
         --work runs/diffusion_vs_gan
 
-Quick mode, end to end in seconds (a few steps each, tiny sample counts; what the test runs)::
+Quick mode, end to end in about 15-30 s (a few steps each, tiny sample counts; what the test runs)::
 
     python benchmarks/diffusion_vs_gan.py --quick --work /tmp/dvg
 
