@@ -70,9 +70,15 @@ def _load_vae(path: str | os.PathLike, batch_size: int = 256, **sampler_options:
     return VAEGenerator(AutoencoderEncoder.from_folder(path), batch_size=batch_size)
 
 
+def _load_gan(path: str | os.PathLike, **options: Any) -> Generator:
+    from .baselines import load_gan_generator
+    return load_gan_generator(path, **options)
+
+
 # config "format" -> loader(path, **options) -> Generator
 GENERATOR_LOADERS: dict[str, Callable[..., Generator]] = {"difflab-checkpoint": _load_diffusion,
-                                                          "difflab-autoencoder": _load_vae}
+                                                          "difflab-autoencoder": _load_vae,
+                                                          "difflab-gan": _load_gan}
 
 
 def load_generator(path: str | os.PathLike, **options: Any) -> Generator:
