@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+from difflab import GaussianDenoiser, get_schedule
 from difflab.explore import Explorer
 from difflab.explore.server import make_server, url_of
 
@@ -73,3 +76,27 @@ class Served:
         self.server.shutdown()
         self.server.server_close()
         self.explorer.close()
+
+
+class FakeConditional(nn.Module):
+    """Exact denoiser of class-conditional Gaussian data: class c ~ N(mu_c, v I), the null label ~ N(0, v I),
+    so classifier-free guidance with scale w is the exact denoiser of N(w mu_c, v I)."""
+
+    num_classes = 3
+    MEANS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+
+    def __init__(self, var: float = 0.01):
+        super().__init__()
+        self.schedule = get_schedule("cosine")
+        eye = var * torch.eye(2)
+        self.per_class = nn.ModuleList(GaussianDenoiser(self.schedule, m, eye) for m in self.MEANS)
+        self.null = GaussianDenoiser(self.schedule, torch.zeros(2), eye)
+        self.data_shape, self.data_kind = (2,), "points"
+        self.seen: list = []
+
+    def forward(self, x, t, label=None):
+        self.seen.append(None if label is None else label.clone())
+        if label is None:
+            return self.null(x, t)
+        outs = torch.stack([d(x, t) for d in self.per_class])
+        return outs[label, torch.arange(x.shape[0])]

@@ -27,7 +27,7 @@ from difflab.explore.models import ExploreModel, load_model, run_data
 from difflab.explore import Explorer
 from difflab.process import schedule_from_spec
 from difflab.sampling.noise import SampleNoise
-from explore_support import FIXED, Served, first_use_toy
+from explore_support import FIXED, FakeConditional, Served, first_use_toy
 
 
 def png_pixels(pic: dict) -> np.ndarray:
@@ -184,30 +184,6 @@ def test_score_view_is_the_closed_form_score_of_gaussian_data():
 
 
 # -- class-conditional models --------------------------------------------------------------------------------
-class FakeConditional(nn.Module):
-    """Exact denoiser of class-conditional Gaussian data: class c ~ N(mu_c, v I), the null label ~ N(0, v I),
-    so classifier-free guidance with scale w is the exact denoiser of N(w mu_c, v I)."""
-
-    num_classes = 3
-    MEANS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
-
-    def __init__(self, var: float = 0.01):
-        super().__init__()
-        self.schedule = get_schedule("cosine")
-        eye = var * torch.eye(2)
-        self.classes = nn.ModuleList(GaussianDenoiser(self.schedule, m, eye) for m in self.MEANS)
-        self.null = GaussianDenoiser(self.schedule, torch.zeros(2), eye)
-        self.data_shape, self.data_kind = (2,), "points"
-        self.seen: list = []
-
-    def forward(self, x, t, label=None):
-        self.seen.append(None if label is None else label.clone())
-        if label is None:
-            return self.null(x, t)
-        outs = torch.stack([d(x, t) for d in self.classes])
-        return outs[label, torch.arange(x.shape[0])]
-
-
 def run_job(ex: Explorer, status: dict, timeout: float = 120) -> dict:
     job = ex.jobs.get(status["id"])
     assert job.finished.wait(timeout), "job did not finish"

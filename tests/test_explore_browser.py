@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from difflab.explore import Explorer
-from explore_support import FIXED, Served, chrome, first_use_toy
+from difflab.explore.models import ExploreModel
+from explore_support import FIXED, FakeConditional, Served, chrome, first_use_toy
 
 WAIT = 60  # seconds; generous for a loaded 2-core machine
 
@@ -78,6 +79,7 @@ def test_page_loads_and_the_t_slider_changes_x_t(page):
     assert d.title == "difflab explorer"
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#fwd-images .card.xt img")) == 4, "x_t images missing")
     assert "fixed_checkpoint" in d.find_element(By.ID, "model-info").text
+    assert not any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, ".cond"))   # unconditional model
     assert not d.find_element(By.ID, "error").is_displayed()
     names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#fwd-images .card.xt h3")]
     assert names == ["cosine table (this model)", "linear", "sigmoid", "scaled_linear"]
@@ -166,5 +168,35 @@ def test_a_run_that_cannot_be_opened_shows_its_error(driver, toy, tmp_path):
         assert not driver.find_element(By.ID, "rev-run").is_enabled()
         wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#fwd-images .card.xt img")) == 4,
              "the forward panel should work without the model")
+    finally:
+        served.close()
+
+
+def test_class_and_guidance_controls_appear_for_a_conditional_model(driver, toy, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    ex = Explorer(FIXED, toy_run=toy["folder"], cache=tmp_path, train_missing=False)
+    fake = FakeConditional()
+    ex.main.model = ExploreModel(fake, "fake conditional", {"classes": ["east", "north", "south-west"]})
+    served = Served(ex)
+    try:
+        driver.get(served.url)
+        cond = driver.find_element(By.CSS_SELECTOR, "#reverse .cond")
+        wait(driver, lambda d: cond.is_displayed(), "no class selector for a conditional model")
+        options = [o.text for o in Select(driver.find_element(By.ID, "rev-class")).options]
+        assert options == ["none (unconditional)", "east", "north", "south-west"]
+        Select(driver.find_element(By.ID, "rev-class")).select_by_visible_text("north")
+        guidance = driver.find_element(By.ID, "rev-guidance")
+        guidance.clear()
+        guidance.send_keys("2")
+        steps = driver.find_element(By.ID, "rev-steps")
+        steps.clear()
+        steps.send_keys("5")
+        driver.find_element(By.ID, "rev-run").click()
+        wait(driver, lambda d: d.find_element(By.ID, "rev-result").is_displayed(), "no sampling result")
+        assert "10 network evaluations (NFE) per sample" in driver.find_element(By.ID, "rev-nfe").text   # guided: 2 a step
+        labels = [s for s in fake.seen if s is not None]
+        assert labels and all(bool((s == 1).all()) for s in labels)
+        assert driver.find_elements(By.CSS_SELECTOR, "#rev-x canvas")       # 2-D points are drawn on a canvas
     finally:
         served.close()
