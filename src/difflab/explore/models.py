@@ -75,7 +75,7 @@ def load_model(path: str | os.PathLike, label: str | None = None) -> ExploreMode
     ck = load_checkpoint(path)
     den = ck.denoiser("ema")
     check_showable(den.data_kind, tuple(den.data_shape))
-    return ExploreModel(den, label or f"{path} (step {ck.step})", ck.config)
+    return ExploreModel(den, label or str(path), ck.config)
 
 
 def run_data(config: dict[str, Any], shape: tuple[int, ...]) -> Tensor:
