@@ -201,10 +201,10 @@ def test_resume_equals_a_straight_run(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     """A Ctrl-C (the interrupt flag, checked between steps) after 3 steps saves step 3 and returns
     interrupted; the resume continues to the budget."""
-    import difflab.baselines.trainer as trainer
-    from difflab.train.loop import _Interrupt
+    from difflab.train import session
+    from difflab.train.session import Interrupt
 
-    class _CtrlC(_Interrupt):
+    class _CtrlC(Interrupt):
         checks = 0
 
         @property
@@ -217,7 +217,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
             pass
 
     data = dl.load_dataset("digits", index_range="0:64")
-    monkeypatch.setattr(trainer, "_Interrupt", _CtrlC)
+    monkeypatch.setattr(session, "Interrupt", _CtrlC)
     res = train_gan(data, tmp_path / "g", steps=10, sample_every=0, **KW)
     assert res.interrupted and res.step == 3 and res.checkpoint.name == "step_0000003"
     assert not (tmp_path / "g" / "samples").exists()      # no final grid after an interrupt

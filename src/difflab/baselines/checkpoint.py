@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ from torch import nn
 
 from ..data import DATA_KINDS
 from ..errors import DifflabError
-from ..io import check_format, load_bundle_tensors, read_json
-from ..train.checkpoint import Checkpoint, optimizer_tensors, resolve_checkpoint, write_checkpoint
+from ..io import check_format, read_json
+from ..train.checkpoint import (Checkpoint, optimizer_tensors, resolve_checkpoint, restore_training_state,
+                                write_checkpoint)
 from .networks import Discriminator, GANGeneratorNet
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "GANCheckpoint", "save_gan_checkpoint", "load_gan_checkpoint"]
@@ -51,30 +51,14 @@ def save_gan_checkpoint(run_dir: str | os.PathLike, step: int, G: GANGeneratorNe
     return write_checkpoint(run_dir, step, cfg, files, keep)
 
 
-@dataclass
-class GANCheckpoint:
-    path: Path
-    config: dict[str, Any]
+class GANCheckpoint(Checkpoint):
+    """A GAN checkpoint: G, D, EMA-G and the training state."""
 
-    @property
-    def step(self) -> int:
-        return int(self.config.get("step", 0))
+    what = "GAN checkpoint file"
 
     @property
     def data_shape(self) -> tuple[int, ...]:
         return tuple(self.config["data_shape"])
-
-    def tensors(self, fname: str) -> dict[str, torch.Tensor]:
-        """The tensors of one file, checked against the SHA-256 in config.json."""
-        return load_bundle_tensors(self.path, self.config, fname, what="GAN checkpoint file")
-
-    def _load(self, net: nn.Module, fname: str) -> nn.Module:
-        try:
-            net.load_state_dict(self.tensors(fname))
-        except RuntimeError as e:
-            raise DifflabError(f"weights in {self.path / fname} do not fit the network in config.json: "
-                               f"{str(e).splitlines()[0]}") from None
-        return net
 
     def networks(self) -> tuple[GANGeneratorNet, Discriminator]:
         """Fresh G and D built from the config (not loaded)."""
@@ -87,17 +71,16 @@ class GANCheckpoint:
         """G with the ``ema`` (default) or ``generator`` weights, in eval mode."""
         if weights not in ("ema", "generator"):
             raise DifflabError(f"GAN weights are 'ema' or 'generator', got {weights!r}")
-        return self._load(self.networks()[0], f"{weights}.safetensors").eval()
+        return self.load_weights(self.networks()[0], f"{weights}.safetensors").eval()
 
     def restore_training(self, G: nn.Module, D: nn.Module, ema: Any, optimizers: dict[str, torch.optim.Optimizer],
                          generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Put a run back where this checkpoint left it (weights, EMA, both optimizers with this invocation's
         settings, random streams); returns the train-state tensors (for the trainer's own counters)."""
         state = self.tensors("train_state.safetensors")
-        self._load(G, "generator.safetensors")
-        self._load(D, "discriminator.safetensors")
-        self._load(ema.model, "ema.safetensors")
-        ema.updates = int(state["ema.updates"])
+        self.load_weights(G, "generator.safetensors")
+        self.load_weights(D, "discriminator.safetensors")
+        self.load_weights(ema.model, "ema.safetensors")
         for key, opt in optimizers.items():
             prefix = f"{key}."
             own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -105,8 +88,7 @@ class GANCheckpoint:
             if groups is None:
                 raise DifflabError(f"GAN checkpoint {self.path} holds no {_OPTIMIZERS[key]} optimizer state")
             Checkpoint(self.path, {"optimizer_param_groups": groups}).restore_optimizer(opt, own)
-        generator.set_state(state["rng.train"])
-        torch.set_rng_state(state["rng.global"])
+        restore_training_state(state, generator, ema)
         return state
 
 

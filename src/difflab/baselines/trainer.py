@@ -19,10 +19,8 @@ starts out collapsed (on MNIST the diversity ratio was 0.02 at step 100 and abov
 """
 from __future__ import annotations
 
-import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +29,10 @@ import torch
 from ..data.kinds import Dataset
 from ..errors import DifflabError
 from ..io import atomic_write_json
-from ..train.budget import Budget
 from ..train.checkpoint import training_state
 from ..train.ema import EMA
-from ..train.loop import TrainConfig, _Interrupt
-from ..train.milestones import keep_milestone, milestones_due
+from ..train.loop import lr_at
+from ..train.session import LoopConfig, RunResult, Session, with_overrides
 from .checkpoint import load_gan_checkpoint, save_gan_checkpoint
 from .generator import GANGenerator
 from .losses import GAN_LOSSES, d_loss, g_loss, r1_penalty
@@ -48,69 +45,51 @@ MONITOR_BATCH = 64   # fixed latents and real images of the diversity check
 
 
 @dataclass
-class GANConfig:
-    steps: int | None = None          # total steps (one D and one G update each; counted across resumes)
-    minutes: float | None = None      # wall-clock budget of this invocation
-    batch_size: int = 64
+class GANConfig(LoopConfig):
+    """Options of :func:`train_gan` (those of every trainer in :class:`~difflab.train.session.LoopConfig`; a step
+    is one D and one G update)."""
+
     lr: float = 2e-4                  # generator learning rate
-    lr_d: float | None = None         # discriminator learning rate (None: lr)
     adam_betas: tuple[float, float] = (0.5, 0.99)
+    warmup: int = 0                   # linear warm-up of both learning rates (0: none)
+    grad_clip: float = 0.0            # gradient-norm clipping of both networks (0: none)
+    lr_d: float | None = None         # discriminator learning rate (None: lr)
     loss: str = "nonsaturating"       # or "hinge"
     r1_gamma: float = 1.0             # gamma of R1 (0: off)
     r1_every: int = 4                 # lazy R1: every k steps, weight scaled by k
     ema_decay: float = 0.999
     latent_dim: int = 64
     width: int = 16                   # channels of the finest stage of G and D
-    seed: int = 0
-    log_every: int = 25
-    sample_every: int = 1000          # steps between sample grids (0: only at the end)
     sample_n: int = 64
-    ckpt_every_minutes: float = 5.0   # also saved at the end and on Ctrl-C
-    keep: int = 3
-    milestones: tuple[float, ...] = ()  # budget fractions whose checkpoints are kept (e.g. 0.25, 0.5, 0.75)
     d_win_loss: float = 0.1           # failure detectors (see .monitor)
     min_diversity: float = 0.3
     monitor_patience: int = 5
     monitor_from: int = 500           # first step the detectors watch (a GAN starts out collapsed)
-    progress: bool = True
 
     def check(self) -> None:
-        # what both trainers share (budget, batch size, learning rate, betas, EMA) is checked by TrainConfig
-        TrainConfig(steps=self.steps, minutes=self.minutes, batch_size=self.batch_size, lr=self.lr,
-                    adam_betas=tuple(self.adam_betas), ema_decay=self.ema_decay).check()
+        super().check()
+        if not 0 <= self.ema_decay < 1:
+            raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if self.lr_d is not None and not self.lr_d > 0:
             raise DifflabError(f"discriminator learning rate must be > 0, got {self.lr_d}")
         if self.loss not in GAN_LOSSES:
             raise DifflabError(f"unknown GAN loss {self.loss!r}; choose from {', '.join(GAN_LOSSES)}")
         if self.r1_gamma < 0 or self.r1_every < 1:
             raise DifflabError(f"R1 needs gamma >= 0 and every >= 1, got {self.r1_gamma} and {self.r1_every}")
-        if self.keep < 1 or self.log_every < 1:
-            raise DifflabError(f"keep and log_every must be >= 1, got {self.keep} and {self.log_every}")
-        m = list(self.milestones)
-        if m != sorted(set(m)) or any(not 0 < f <= 1 for f in m):
-            raise DifflabError(f"milestones must be increasing fractions of the budget in (0, 1], got {m}")
 
 
 @dataclass
-class GANResult:
-    step: int
-    seconds: float
-    it_per_s: float
-    interrupted: bool
-    checkpoint: Path | None
+class GANResult(RunResult):
     generator: GANGenerator | None = None   # the EMA generator, ready to sample from
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _config(config: GANConfig | None, overrides: dict[str, Any]) -> GANConfig:
-    cfg = config or GANConfig()
-    if overrides:
-        unknown = set(overrides) - set(GANConfig.__dataclass_fields__)
-        if unknown:
-            raise DifflabError(f"unknown GAN training options: {', '.join(sorted(unknown))}")
-        cfg = GANConfig(**{**asdict(cfg), **overrides})
-    cfg.check()
-    return cfg
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, net: torch.nn.Module, grad_clip: float) -> None:
+    """One optimiser step on ``loss`` for ``net``, its gradient norm clipped to ``grad_clip`` (0: no clip)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
 
 
 def train_gan(data: Dataset, out: str | os.PathLike, config: GANConfig | None = None, resume: bool = False,
@@ -121,7 +100,7 @@ def train_gan(data: Dataset, out: str | os.PathLike, config: GANConfig | None = 
     are built after seeding the global RNG with ``seed``; with ``resume=True`` they, the EMA, both
     optimizers, the random streams and the detectors' streaks come from the latest checkpoint in ``out``
     (the network options of this call are then ignored)."""
-    cfg = _config(config, overrides)
+    cfg = with_overrides(GANConfig, config, overrides, "GAN training")
     if data.kind != "images":
         raise DifflabError(f"the GAN trains on images, not on {data.kind} ({data.describe()})")
     out = Path(out)
@@ -164,12 +143,10 @@ def train_gan(data: Dataset, out: str | os.PathLike, config: GANConfig | None = 
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
     atomic_write_json(out / "run.json", {"training": train_info, "parameters": {
         "generator": sum(p.numel() for p in G.parameters()), "discriminator": sum(p.numel() for p in D.parameters())}})
-    budget = Budget(cfg.steps, cfg.minutes, step, cfg.progress, desc="training GAN")
-    last_ckpt = budget.start
 
-    def save() -> Path:
+    def save(step: int) -> Path:
         info = {"data_kind": data.kind, "data_shape": list(shape), "classes": data.classes, "training": train_info,
-                "training_seconds": seconds_before + budget.elapsed()}
+                "training_seconds": session.total_seconds}
         state = {**training_state(gen, ema), **monitor.state()}
         return save_gan_checkpoint(out, step, G, D, ema.model, optimizers, state, info, cfg.keep)
 
@@ -178,21 +155,28 @@ def train_gan(data: Dataset, out: str | os.PathLike, config: GANConfig | None = 
         preview(data.kind, ema_gen.sample(data.preview_n or cfg.sample_n, cfg.seed), out / "samples" / f"{tag}.png",
                 data=x_all, title=tag)
 
-    fractions = list(cfg.milestones)
-    kept = milestones_due(fractions, 0.0 if cfg.steps is None else step / cfg.steps, 0) if ck is not None else 0
-    history: list[dict[str, Any]] = []
-    start_step, t_log, s_log = step, budget.start, step
-    acc = dict.fromkeys(("loss_d", "loss_g", "d_real", "d_fake", "r1"), 0.0)
-    n_acc = n_r1 = 0
-    interrupted, ckpt_path = False, None
+    def watch(rec: dict[str, Any]) -> None:
+        """At each log record: the diversity of fixed latents, and the failure detectors' warnings."""
+        rec.setdefault("r1", None)   # no R1 step in this window (lazy R1)
+        with torch.no_grad():
+            rec["diversity"] = diversity_ratio(G(z_mon), real_mon)
+        warnings = monitor.check(rec["loss_d"], rec["diversity"]) if rec["step"] >= cfg.monitor_from else []
+        if warnings:
+            rec["warnings"] = warnings
+            for w in warnings:
+                session.write(f"warning: step {rec['step']}: {w['message']}")
+
     r1_weight = 0.5 * cfg.r1_gamma * cfg.r1_every
     G.train()
     D.train()
-    with _Interrupt() as intr, open(out / "log.jsonl", "a") as log:
-        while not budget.spent(step):
-            if intr.hit:
-                interrupted = True
-                break
+    with Session(out, cfg, step, save, write_samples, "training GAN", seconds_before, cfg.milestones,
+                 on_log=watch) as session:
+        lr_ratio = (cfg.lr_d or cfg.lr) / cfg.lr
+        while session.running(step):
+            lr = lr_at(cfg, step, session.fraction(step))   # warm-up and schedule as the diffusion trainer
+            for key, opt in optimizers.items():
+                for g in opt.param_groups:
+                    g["lr"] = lr * (lr_ratio if key == "d" else 1.0)
             # 1. discriminator
             x_real = x_all[torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)]
             z = torch.randn(cfg.batch_size, latent_dim, generator=gen)
@@ -203,67 +187,26 @@ def train_gan(data: Dataset, out: str | os.PathLike, config: GANConfig | None = 
             l_real, l_fake = D(x_real), D(x_fake)
             loss_d = d_loss(cfg.loss, l_real, l_fake)
             total = loss_d
+            terms = {}
             if use_r1:
                 r1 = r1_penalty(l_real, x_real)
                 total = loss_d + r1_weight * r1
-                acc["r1"] += r1.item()
-                n_r1 += 1
-            optimizers["d"].zero_grad(set_to_none=True)
-            total.backward()
-            optimizers["d"].step()
+                terms["r1"] = r1.item()
+            _descend(optimizers["d"], total, D, cfg.grad_clip)
             # 2. generator
             D.requires_grad_(False)
             loss_g = g_loss(cfg.loss, D(G(torch.randn(cfg.batch_size, latent_dim, generator=gen))))
-            optimizers["g"].zero_grad(set_to_none=True)
-            loss_g.backward()
-            optimizers["g"].step()
+            _descend(optimizers["g"], loss_g, G, cfg.grad_clip)
             D.requires_grad_(True)
             ema.update(G)
             step += 1
             if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
                 raise RuntimeError(f"GAN losses became {loss_d.item()}, {loss_g.item()} at step {step}; "
                                    f"lower the learning rate or raise r1_gamma")
-            for key, value in (("loss_d", loss_d), ("loss_g", loss_g), ("d_real", torch.sigmoid(l_real.detach()).mean()),
-                               ("d_fake", torch.sigmoid(l_fake.detach()).mean())):
-                acc[key] += value.item()
-            n_acc += 1
-            if step % cfg.log_every == 0:
-                with torch.no_grad():
-                    diversity = diversity_ratio(G(z_mon), real_mon)
-                now = time.perf_counter()
-                rec = {"step": step, **{k: acc[k] / n_acc for k in ("loss_d", "loss_g", "d_real", "d_fake")},
-                       "r1": acc["r1"] / n_r1 if n_r1 else None, "diversity": diversity,
-                       "it_s": (step - s_log) / max(now - t_log, 1e-9), "elapsed_s": budget.elapsed()}
-                warnings = monitor.check(rec["loss_d"], diversity) if step >= cfg.monitor_from else []
-                if warnings:
-                    rec["warnings"] = warnings
-                    for w in warnings:
-                        budget.write(f"warning: step {step}: {w['message']}")
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                history.append(rec)
-                acc = dict.fromkeys(acc, 0.0)
-                n_acc = n_r1 = 0
-                t_log, s_log = now, step
-            budget.update(step, d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
-            if cfg.sample_every and step % cfg.sample_every == 0:
-                write_samples(f"step_{step:07d}")
-            due = milestones_due(fractions, budget.fraction(step), kept)
-            if due > kept or time.perf_counter() - last_ckpt >= 60.0 * cfg.ckpt_every_minutes:
-                ckpt_path = save()
-                last_ckpt = time.perf_counter()
-                if due > kept:
-                    keep_milestone(ckpt_path)
-                    kept = due
-        budget.close()
-        elapsed = budget.elapsed()
-        if ckpt_path is None or not ckpt_path.name.endswith(f"{step:07d}"):
-            ckpt_path = save()
-        if not interrupted and fractions and fractions[-1] == 1.0 and kept < len(fractions):
-            keep_milestone(ckpt_path)   # a minute budget ends just before its 1.0 milestone
-        if interrupted:
-            print(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; continue with --resume")
-        else:
-            write_samples(f"step_{step:07d}")
-    return GANResult(step, elapsed, (step - start_step) / max(elapsed, 1e-9), interrupted, ckpt_path,
-                     GANGenerator(ema.model.eval(), data.kind), history)
+            terms = {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+                     "d_real": torch.sigmoid(l_real.detach()).mean().item(),
+                     "d_fake": torch.sigmoid(l_fake.detach()).mean().item(), **terms}
+            session.after_step(step, terms, extra={"lr": lr},
+                               postfix={"d": f"{terms['loss_d']:.3f}", "g": f"{terms['loss_g']:.3f}"})
+    return GANResult(step, session.seconds, session.it_per_s, session.interrupted, session.checkpoint, session.history,
+                     generator=GANGenerator(ema.model.eval(), data.kind))

@@ -5,7 +5,8 @@ import argparse
 
 from ..errors import DifflabError
 
-__all__ = ["ints", "floats", "parse_opts", "add_data_args", "load_data", "schedules_by_name", "add_progress_arg"]
+__all__ = ["ints", "floats", "parse_opts", "add_data_args", "add_run_args", "add_loop_args", "load_data",
+           "schedules_by_name", "add_progress_arg"]
 
 
 def ints(s: str) -> list[int]:
@@ -52,6 +53,27 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")
     p.add_argument("--channels-in", type=int, choices=[1, 3], help="folder images: 1 grey, 3 RGB")
+
+
+def add_run_args(p: argparse.ArgumentParser, out_help: str = "run folder (checkpoints, logs, pictures)",
+                 steps_help: str = "total optimisation steps") -> None:
+    """What every trainer's command takes first: the data, the run folder, the budget and --resume."""
+    add_data_args(p)
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--steps", type=int, help=f"{steps_help}, counted across resumes")
+    p.add_argument("--minutes", type=float, help="wall-clock budget in minutes (of this invocation)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+
+
+def add_loop_args(p: argparse.ArgumentParser, sample_every: int, sample_help: str = "sample grids") -> None:
+    """The trainer options every trainer shares: seed, pictures, checkpoints, milestones, progress."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-every", type=int, default=sample_every, help=f"steps between {sample_help} (0: end only)")
+    p.add_argument("--ckpt-every-minutes", type=float, default=5.0)
+    p.add_argument("--milestones", metavar="F,F,...",
+                   help="fractions of the budget whose checkpoints are also kept in RUN/milestones (e.g. 0.25,0.5,1), "
+                        "for quality against training time (difflab compare)")
+    add_progress_arg(p)
 
 
 def load_data(args: argparse.Namespace, index_range: str | None = None):

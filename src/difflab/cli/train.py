@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..errors import DifflabError
-from .common import add_data_args, add_progress_arg, ints, load_data
+from .common import add_loop_args, add_run_args, floats, ints, load_data
 
 NAME = "train"
 HELP = "train a diffusion model"
@@ -21,11 +21,7 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, sample grids)")
-    p.add_argument("--steps", type=int, help="total optimisation steps")
-    p.add_argument("--minutes", type=float, help="wall-clock budget in minutes")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_run_args(p, "run folder (checkpoints, logs, sample grids)")
     p.add_argument("--schedule", default="cosine", help="cosine, linear, sigmoid, scaled_linear, edm, ve")
     p.add_argument("--timesteps", type=int, default=1000,
                    help="T of the discrete table (variance-preserving schedules); 0: continuous time")
@@ -55,10 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0: end only)")
-    p.add_argument("--ckpt-every-minutes", type=float, default=5.0)
-    add_progress_arg(p)
+    add_loop_args(p, sample_every=1000)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
                       cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
+                      milestones=tuple(floats(args.milestones)) if args.milestones else (),
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)
     print(json.dumps({"step": res.step, "seconds": round(res.seconds, 1), "it_per_s": round(res.it_per_s, 3),

@@ -7,18 +7,14 @@ import json
 from pathlib import Path
 
 from ..errors import DifflabError
-from .common import add_data_args, add_progress_arg, ints
+from .common import add_loop_args, add_run_args, floats, ints
 
 NAME = "train-autoencoder"
 HELP = "train a KL autoencoder (the latent space of difflab train --latent)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--out", required=True, help="run folder (checkpoints, log, reconstruction grids, report.json)")
-    p.add_argument("--steps", type=int, help="total optimisation steps")
-    p.add_argument("--minutes", type=float, help="wall-clock budget in minutes")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_run_args(p, "run folder (checkpoints, log, reconstruction grids, report.json)")
     p.add_argument("--factor", type=int, default=4, help="downsampling factor f: 2 or 4")
     p.add_argument("--channels", help="widths per level (log2 f + 1 of them), e.g. 32,64,64")
     p.add_argument("--latent-channels", type=int, help="channels of the latent (default: 1 at f=2, 4 at f=4)")
@@ -36,10 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--lr-schedule", default="constant", help="constant, or cosine (decay to 0 over the budget)")
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-every", type=int, default=500, help="steps between reconstruction grids (0: end only)")
-    p.add_argument("--ckpt-every-minutes", type=float, default=5.0)
-    add_progress_arg(p)
+    add_loop_args(p, sample_every=500, sample_help="reconstruction grids")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                  loss=args.loss, kl_weight=args.kl_weight, kl_warmup=args.kl_warmup,
                                  feature_weight=args.feature_weight if feature_net is not None else 0.0,
                                  seed=args.seed, sample_every=args.sample_every,
-                                 ckpt_every_minutes=args.ckpt_every_minutes, progress=not args.no_progress)
+                                 ckpt_every_minutes=args.ckpt_every_minutes, progress=not args.no_progress,
+                                 milestones=tuple(floats(args.milestones)) if args.milestones else ())
     res = train_autoencoder(net, data, args.out, cfg, resume=args.resume,
                             features=None if feature_net is None else feature_net.features,
                             feature_info={"classifier": args.feature_loss} if args.feature_loss else None,

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..errors import DifflabError
-from .common import add_data_args, add_progress_arg, floats, load_data
+from .common import add_loop_args, add_run_args, floats, load_data
 from .train import _betas
 
 NAME = "train-gan"
@@ -13,11 +13,7 @@ HELP = "train a GAN baseline (DCGAN-style, non-saturating + R1 or hinge loss) on
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, sample grids)")
-    p.add_argument("--steps", type=int, help="total steps (one D and one G update each)")
-    p.add_argument("--minutes", type=float, help="wall-clock budget in minutes")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_run_args(p, "run folder (checkpoints, logs, sample grids)", "total steps (one D and one G update each)")
     p.add_argument("--loss", default="nonsaturating", help="nonsaturating (default) or hinge")
     p.add_argument("--r1-gamma", type=float, default=1.0, help="R1 penalty weight gamma on real data; 0: off")
     p.add_argument("--r1-every", type=int, default=4, help="lazy R1: apply every k steps (weight scaled by k)")
@@ -28,13 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-d", type=float, help="discriminator learning rate (default: --lr)")
     p.add_argument("--adam-betas", metavar="B1,B2", help="AdamW betas (default 0.5,0.99)")
     p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0: end only)")
-    p.add_argument("--ckpt-every-minutes", type=float, default=5.0)
     p.add_argument("--keep", type=int, default=3, help="newest checkpoints kept")
-    p.add_argument("--milestones", metavar="F1,F2,...",
-                   help="also keep the checkpoints at these fractions of the budget (e.g. 0.25,0.5,0.75,1)")
-    add_progress_arg(p)
+    add_loop_args(p, sample_every=1000)
 
 
 def run(args: argparse.Namespace) -> int:

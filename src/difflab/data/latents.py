@@ -49,8 +49,8 @@ def latent_cache_dir() -> Path:
 def _encode(data: Dataset, encoder: Any, batch_size: int, progress: bool) -> torch.Tensor:
     starts = range(0, len(data), batch_size)
     if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f"encoding {data.name}", unit="batch", leave=False)
+        from ..progress import progress_bar
+        starts = progress_bar(starts, desc=f"encoding {data.name}", unit="batch", leave=False)
     encoder.eval()
     return torch.cat([encoder.encode(data.x[i:i + batch_size]) for i in starts]).float()
 

@@ -354,8 +354,8 @@ def compare(models: list[Model], data: str, data_dir: str | os.PathLike | None, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     total = sum(len(m.runs) for m in models)
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc="compare", unit="run", disable=not progress, dynamic_ncols=True)
+    from ..progress import progress_bar
+    bar = progress_bar(total=total, desc="compare", unit="run", enabled=progress)
     per_model: dict[str, list[dict[str, Any]]] = {}
     for m in models:
         per_model[m.name] = []

@@ -357,7 +357,7 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
 def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None, progress: bool = True,
               report: bool = True) -> Path:
     """Run (or continue) a sweep and write its report; returns the output folder."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
     cfg = load_config(config) if not isinstance(config, dict) else config
     if isinstance(config, dict):
         check_config(cfg)
@@ -369,8 +369,8 @@ def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None
     todo = [v for v in variants if not (out / "variants" / v.id / "result.json").is_file()]
     done_units = sum(len(json.loads((out / "variants" / v.id / "stages.json").read_text()))
                      for v in todo if (out / "variants" / v.id / "stages.json").is_file())
-    bar = tqdm(total=len(variants) * stages, initial=(len(variants) - len(todo)) * stages + done_units,
-               desc=f"sweep {cfg['name']}", unit="stage", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(variants) * stages, initial=(len(variants) - len(todo)) * stages + done_units,
+                       desc=f"sweep {cfg['name']}", unit="stage", enabled=progress)
     task = _load_task(cfg, out) if todo else None
     for v in todo:
         folder = out / "variants" / v.id

@@ -46,8 +46,8 @@ class ModuleExtractor:
         out = []
         starts = range(0, images.shape[0], self.batch_size)
         if self.progress:
-            from tqdm.auto import tqdm
-            starts = tqdm(starts, desc=f"features ({self.name})", unit="batch", leave=False)
+            from ..progress import progress_bar
+            starts = progress_bar(starts, desc=f"features ({self.name})", unit="batch", leave=False)
         for i in starts:
             out.append(self.module(to_unit(images[i:i + self.batch_size])).flatten(1).double())
         feats = torch.cat(out)
@@ -119,8 +119,8 @@ def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: i
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="classifier", unit="step")
+        from ..progress import progress_bar
+        it = progress_bar(it, desc="classifier", unit="step")
     net.train()
     for step in it:
         idx = torch.randint(0, len(x), (batch_size,), generator=g)

@@ -117,8 +117,8 @@ def ddpm_elbo(denoiser, x0: Tensor, T: int | None = None, variance: str = "fixed
     dtype = network_dtype(denoiser)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=x0.shape[0] * (rounds + 1), desc="ELBO", unit="img-step")
+        from ..progress import progress_bar
+        bar = progress_bar(total=x0.shape[0] * (rounds + 1), desc="ELBO", unit="img-step")
 
     def col(name: str, i: Tensor) -> Tensor:  # per-sample coefficient, broadcast over the image
         return co[name][i].reshape(-1, *([1] * (x0.ndim - 1)))

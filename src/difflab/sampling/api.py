@@ -88,8 +88,8 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
     traj: dict[str, Any] = {"steps": [], "t": [], "t_next": [], "x": [], "x0_hat": []}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n * (len(ts) - 1), desc=f"sampling {sampler}", unit="img-step", leave=False)
+        from ..progress import progress_bar
+        bar = progress_bar(total=n * (len(ts) - 1), desc=f"sampling {sampler}", unit="img-step", leave=False)
     out, start = [], time.perf_counter()
     nfe_per_sample = 0
     for b0 in range(0, n, batch_size):

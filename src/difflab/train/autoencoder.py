@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,39 +26,29 @@ from ..errors import DifflabError
 from ..io import atomic_write_json
 from ..losses.autoencoder import RECONSTRUCTION_LOSSES, autoencoder_loss
 from ..nn.autoencoder import KLAutoencoder
-from .checkpoint import Checkpoint, optimizer_tensors, resolve_checkpoint, write_checkpoint
-from .loop import TrainConfig, lr_at
-from .session import Session
+from .checkpoint import (Checkpoint, optimizer_tensors, resolve_checkpoint, restore_training_state, training_state,
+                         write_checkpoint)
+from .loop import lr_at
+from .session import LoopConfig, RunResult, Session, with_overrides
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "autoencoder_checkpoint", "load_autoencoder",
            "estimate_scale", "kl_weight_at", "train_autoencoder"]
 
 
 @dataclass
-class AutoencoderTrainConfig:
-    steps: int | None = None          # total optimisation steps (counted across resumes)
-    minutes: float | None = None      # wall-clock budget of this invocation
-    batch_size: int = 64
+class AutoencoderTrainConfig(LoopConfig):
+    """Options of :func:`train_autoencoder` (those of every trainer in :class:`~.session.LoopConfig`)."""
+
     lr: float = 1e-3
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    warmup: int = 100                 # linear LR warm-up steps
-    lr_schedule: str = "constant"     # "constant" or "cosine" (as the diffusion trainer, :func:`.loop.lr_at`)
-    grad_clip: float = 1.0
+    warmup: int = 100
+    sample_every: int = 500           # steps between reconstruction grids (0: only at the end)
     loss: str = "l1"                  # reconstruction loss: l1 or l2
     kl_weight: float = 1e-4           # beta of the KL term (per pixel, see losses.autoencoder)
     kl_warmup: int = 500              # steps of the linear KL warm-up from 0
     feature_weight: float = 0.0       # weight of the classifier-feature loss (needs a feature network)
-    seed: int = 0
-    log_every: int = 25
-    sample_every: int = 500           # steps between reconstruction grids (0: only at the end)
-    ckpt_every_minutes: float = 5.0   # also saved at the end and on Ctrl-C
-    keep: int = 3
-    progress: bool = True
 
     def check(self) -> None:
-        """The fields shared with the diffusion trainer are checked by :meth:`.loop.TrainConfig.check`."""
-        TrainConfig(**{k: getattr(self, k) for k in ("steps", "minutes", "batch_size", "lr", "adam_betas", "warmup",
-                                                     "lr_schedule", "grad_clip")}).check()
+        super().check()
         if self.loss not in RECONSTRUCTION_LOSSES:
             raise DifflabError(f"unknown reconstruction loss {self.loss!r}; choose from {', '.join(RECONSTRUCTION_LOSSES)}")
         if self.kl_weight < 0 or self.feature_weight < 0 or self.kl_warmup < 0:
@@ -66,15 +56,9 @@ class AutoencoderTrainConfig:
 
 
 @dataclass
-class AutoencoderTrainResult:
-    step: int
-    seconds: float
-    it_per_s: float
-    final_loss: float
-    interrupted: bool
-    checkpoint: Path
-    encoder: AutoencoderEncoder       # the trained autoencoder with its scale, loaded from ``checkpoint``
-    history: list[dict[str, Any]] = field(default_factory=list)
+class AutoencoderTrainResult(RunResult):
+    final_loss: float = float("nan")
+    encoder: AutoencoderEncoder | None = None   # the trained autoencoder with its scale, loaded from ``checkpoint``
 
 
 def kl_weight_at(cfg: AutoencoderTrainConfig, step: int) -> float:
@@ -121,13 +105,7 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
         resume: continue from the latest checkpoint in ``out`` (weights, optimizer, step, random streams).
         overrides: :class:`AutoencoderTrainConfig` fields.
     """
-    cfg = config or AutoencoderTrainConfig()
-    if overrides:
-        unknown = set(overrides) - set(AutoencoderTrainConfig.__dataclass_fields__)
-        if unknown:
-            raise DifflabError(f"unknown autoencoder training options: {', '.join(sorted(unknown))}")
-        cfg = AutoencoderTrainConfig(**{**asdict(cfg), **overrides})
-    cfg.check()
+    cfg = with_overrides(AutoencoderTrainConfig, config, overrides, "autoencoder training")
     if cfg.feature_weight > 0 and features is None:
         raise DifflabError("a feature loss weight needs a feature network (a difflab train-classifier folder)")
     net.check_input(data.shape)
@@ -147,8 +125,7 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
         state = ck.tensors("train_state.safetensors")
         net.load_state_dict(ck.tensors("model.safetensors"))
         ck.restore_optimizer(opt, state)
-        gen.set_state(state["rng.train"])
-        torch.set_rng_state(state["rng.global"])
+        restore_training_state(state, gen)
         step = ck.step
         print(f"resumed from {ck.path} at step {step}")
     if cfg.steps is not None and step >= cfg.steps:
@@ -162,7 +139,7 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
 
     def save(step: int) -> Path:
         opt_tensors, groups = optimizer_tensors(opt)
-        state = {**opt_tensors, "rng.train": gen.get_state(), "rng.global": torch.get_rng_state()}
+        state = {**opt_tensors, **training_state(gen)}
         conf = {"format": FORMAT, "format_version": FORMAT_VERSION, "autoencoder": net.config,
                 "scale": estimate_scale(net, x_all), "data_kind": data.kind, "data_shape": list(data.shape),
                 "training": train_info, "optimizer_param_groups": groups}
@@ -177,7 +154,7 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
 
     last_loss = float("nan")
     net.train()
-    with Session(out, cfg, step, save, picture, "autoencoder") as run:
+    with Session(out, cfg, step, save, picture, "autoencoder", milestones=cfg.milestones) as run:
         while run.running(step):
             x = x_all[torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)]
             eps = torch.randn((cfg.batch_size, *net.latent_shape), generator=gen)
@@ -196,5 +173,5 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
             last_loss = terms["loss"].item()
             run.after_step(step, {k: v.item() for k, v in terms.items()},
                            {"kl_weight": beta, "lr": lr, "grad_norm": float(gnorm)})
-    return AutoencoderTrainResult(step, run.seconds, run.it_per_s, last_loss, run.interrupted, run.checkpoint,
-                                  AutoencoderEncoder.from_folder(run.checkpoint), run.history)
+    return AutoencoderTrainResult(step, run.seconds, run.it_per_s, run.interrupted, run.checkpoint, run.history,
+                                  final_loss=last_loss, encoder=AutoencoderEncoder.from_folder(run.checkpoint))

@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ from ..nn import build_network
 from ..process.schedules import schedule_from_config
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "save_checkpoint", "write_checkpoint", "load_checkpoint",
-           "resolve_checkpoint", "model_config", "build_denoiser", "optimizer_tensors", "training_state"]
+           "resolve_checkpoint", "model_config", "build_denoiser", "optimizer_tensors", "training_state", "restore_training_state"]
 
 FORMAT = "difflab-checkpoint"
 FORMAT_VERSION = 1
@@ -98,11 +98,21 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict[str, An
     return {"state": state, "param_groups": groups}
 
 
-def training_state(generator: torch.Generator, ema: Any) -> dict[str, torch.Tensor]:
+def training_state(generator: torch.Generator, ema: Any = None) -> dict[str, torch.Tensor]:
     """The random streams and EMA counter that, with the optimizer, make a resumed run continue exactly:
     the trainer's generator (batches, t, noise), the global RNG (dropout) and the EMA update count."""
-    return {"rng.train": generator.get_state(), "rng.global": torch.get_rng_state(),
-            "ema.updates": torch.tensor(ema.updates)}
+    state = {"rng.train": generator.get_state(), "rng.global": torch.get_rng_state()}
+    if ema is not None:
+        state["ema.updates"] = torch.tensor(ema.updates)
+    return state
+
+
+def restore_training_state(state: dict[str, torch.Tensor], generator: torch.Generator, ema: Any = None) -> None:
+    """The inverse of :func:`training_state`: the random streams (and the EMA update count)."""
+    generator.set_state(state["rng.train"])
+    torch.set_rng_state(state["rng.global"])
+    if ema is not None:
+        ema.updates = int(state["ema.updates"])
 
 
 # -- writing -----------------------------------------------------------------------------------------
@@ -139,11 +149,14 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, config: dict[str, An
 def save_checkpoint(run_dir: str | os.PathLike, denoiser: Denoiser, data_shape: tuple[int, ...], step: int,
                     ema: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
                     extra_state: dict[str, torch.Tensor] | None = None, training: dict[str, Any] | None = None,
-                    keep: int = 3, data_kind: str | None = None, encoder: Any = None) -> Path:
+                    keep: int = 3, data_kind: str | None = None, encoder: Any = None,
+                    training_seconds: float | None = None) -> Path:
     """Write checkpoint ``step`` of ``run_dir`` atomically and point ``latest`` at it; a model trained in an
     ``encoder``'s space records it (:func:`~difflab.encoders.attached.encoder_record`)."""
     cfg: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION,
                            **model_config(denoiser, data_shape, data_kind), "training": training or {}}
+    if training_seconds is not None:
+        cfg["training_seconds"] = training_seconds   # the run's wall clock so far (all invocations)
     if encoder is not None:
         from ..encoders.attached import encoder_record
         cfg["encoder"] = encoder_record(encoder, run_dir)
@@ -187,8 +200,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, str | None]:
 
 @dataclass
 class Checkpoint:
+    """An opened checkpoint folder and its config (any trainer's: diffusion, autoencoder, GAN)."""
+
     path: Path
     config: dict[str, Any]
+    what: ClassVar[str] = "checkpoint file"
 
     @property
     def step(self) -> int:
@@ -196,7 +212,16 @@ class Checkpoint:
 
     def tensors(self, fname: str) -> dict[str, torch.Tensor]:
         """The tensors of one file, checked against the SHA-256 in config.json."""
-        return load_bundle_tensors(self.path, self.config, fname, what="checkpoint file")
+        return load_bundle_tensors(self.path, self.config, fname, what=self.what)
+
+    def load_weights(self, net: nn.Module, fname: str) -> nn.Module:
+        """``net`` with the weights of file ``fname``, refusing (by name) weights of another architecture."""
+        try:
+            net.load_state_dict(self.tensors(fname))
+        except RuntimeError as e:
+            raise DifflabError(f"weights in {self.path / fname} do not fit the network in config.json: "
+                               f"{str(e).splitlines()[0]}") from None
+        return net
 
     def encoder(self) -> Any:
         """The encoder this model was trained in the space of (None: the data itself), loaded and checked
@@ -216,11 +241,7 @@ class Checkpoint:
         fname = f"{weights}.safetensors"
         if weights == "ema" and fname not in self.config.get("files", {}):
             fname = "model.safetensors"
-        try:
-            den.net.load_state_dict(self.tensors(fname))
-        except RuntimeError as e:
-            raise DifflabError(f"weights in {self.path / fname} do not fit the network in config.json: "
-                               f"{str(e).splitlines()[0]}") from None
+        self.load_weights(den.net, fname)
         return den.eval()
 
     def restore_optimizer(self, optimizer: torch.optim.Optimizer, state: dict[str, torch.Tensor] | None = None) -> None:
@@ -243,10 +264,8 @@ class Checkpoint:
         state = self.tensors("train_state.safetensors")
         net.load_state_dict(self.tensors("model.safetensors"))
         ema.model.load_state_dict(self.tensors("ema.safetensors"))
-        ema.updates = int(state["ema.updates"])
         self.restore_optimizer(optimizer, state)
-        generator.set_state(state["rng.train"])
-        torch.set_rng_state(state["rng.global"])
+        restore_training_state(state, generator, ema)
         return self.step
 
 

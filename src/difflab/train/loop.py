@@ -7,12 +7,9 @@ the same random streams.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,54 +23,27 @@ from ..io import atomic_write_json
 from ..losses import WEIGHTINGS, denoising_loss
 from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
+from .session import LR_SCHEDULES, LoopConfig, RunResult, Session, with_overrides
 
-__all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
-
-LR_SCHEDULES = ("constant", "cosine")
-
+__all__ = ["TrainConfig", "TrainResult", "lr_at", "train", "LR_SCHEDULES"]
 
 @dataclass
-class TrainConfig:
-    steps: int | None = None          # total optimisation steps (counted across resumes)
-    minutes: float | None = None      # wall-clock budget of this invocation
-    batch_size: int = 64
-    lr: float = 2e-3
+class TrainConfig(LoopConfig):
+    """Options of :func:`train` (those of every trainer in :class:`~.session.LoopConfig`)."""
+
     weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW (beta1, beta2)
-    warmup: int = 200                 # linear LR warm-up steps
-    lr_schedule: str = "constant"     # after warm-up: "constant" or "cosine" decay to 0 over the budget
-    grad_clip: float = 1.0
     ema_decay: float = 0.999
     weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
     min_snr_gamma: float = 5.0
     cond_drop: float = 0.1            # class-conditional models: fraction of labels replaced by the null label
     bf16: bool = False
-    seed: int = 0
-    log_every: int = 25
-    sample_every: int = 1000          # steps between sample grids (0: only at the end)
     sample_n: int = 64
     sample_steps: int = 50            # DDIM steps for the grids
-    ckpt_every_minutes: float = 5.0   # also saved at the end and on Ctrl-C
-    keep: int = 3
-    progress: bool = True
 
     def check(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise DifflabError("give a training budget: steps or minutes")
-        if self.steps is not None and self.steps < 1:
-            raise DifflabError(f"steps must be >= 1, got {self.steps}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise DifflabError(f"minutes must be > 0, got {self.minutes}")
-        if self.batch_size < 1:
-            raise DifflabError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise DifflabError(f"learning rate must be > 0, got {self.lr}")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            raise DifflabError(f"Adam betas must be two numbers in [0, 1), got {tuple(self.adam_betas)}")
+        super().check()
         if not 0 <= self.ema_decay < 1:
             raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise DifflabError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
         if not 0 <= self.cond_drop < 1:
             raise DifflabError(f"label dropout (cond_drop) must be in [0, 1), got {self.cond_drop}")
         if self.weighting not in WEIGHTINGS:
@@ -81,42 +51,12 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
-    step: int
-    seconds: float
-    it_per_s: float
-    final_loss: float
-    interrupted: bool
-    checkpoint: Path | None
+class TrainResult(RunResult):
+    final_loss: float = float("nan")
     ema: Denoiser | None = None       # the EMA denoiser, ready to sample from
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Interrupt:
-    """Turns SIGINT into a flag checked between steps, so a step is never cut in half."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self.old: Any = None
-
-    def __enter__(self) -> "_Interrupt":
-        try:
-            self.old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread
-            self.old = None
-        return self
-
-    def _handler(self, signum, frame) -> None:  # noqa: ANN001
-        if self.hit:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-
-
-def lr_at(cfg: TrainConfig, step: int, progress: float = 0.0) -> float:
+def lr_at(cfg: LoopConfig, step: int, progress: float = 0.0) -> float:
     r"""Learning rate of optimisation step ``step`` (0-based): linear warm-up over ``cfg.warmup`` steps,
     times :math:`\tfrac12(1 + \cos\pi p)` for the ``cosine`` schedule, where ``p`` in [0, 1] is the
     fraction of the budget spent (steps done / ``steps``, or wall clock / ``minutes``, whichever is
@@ -149,13 +89,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     With ``resume=True`` the latest checkpoint in ``out`` is loaded (weights, EMA, optimizer,
     step, random streams) and training continues from its step.
     """
-    cfg = config or TrainConfig()
-    if overrides:
-        unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
-        if unknown:
-            raise DifflabError(f"unknown training options: {', '.join(sorted(unknown))}")
-        cfg = TrainConfig(**{**asdict(cfg), **overrides})
-    cfg.check()
+    cfg = with_overrides(TrainConfig, config, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shape = data.shape
@@ -172,13 +106,14 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     ema = EMA(net, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    step = 0
+    step, seconds_before = 0, 0.0
     if resume:
         ck = load_checkpoint(out)
         if list(ck.config["data_shape"]) != list(shape):
             raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
         check_same_encoder(ck.config, getattr(data, "encoder", None), f"checkpoint {ck.path}")
         step = ck.restore_training(net, ema, opt, gen)
+        seconds_before = float(ck.config.get("training_seconds", 0.0))
         print(f"resumed from {ck.path} at step {step}")
     if cfg.steps is not None and step >= cfg.steps:
         raise DifflabError(f"run {out} is already at step {step} >= steps={cfg.steps}; raise --steps to continue")
@@ -188,15 +123,16 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     ema_den.data_shape, ema_den.data_kind = shape, data.kind
     if getattr(data, "encoder", None) is not None:  # latent data: samples are decoded for the grids
         ema_den.encoder = data.encoder
-    log_path = out / "log.jsonl"
     train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
     atomic_write_json(out / "run.json", {"training": train_info})
+    x_all = data.x
 
-    def save() -> Path:
+    def save(step: int) -> Path:
         return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt,
                                extra_state=training_state(gen, ema), training=train_info, keep=cfg.keep,
-                               data_kind=data.kind, encoder=getattr(data, "encoder", None))
+                               data_kind=data.kind, encoder=getattr(data, "encoder", None),
+                               training_seconds=session.total_seconds)
 
     def write_samples(tag: str) -> None:
         from ..outputs import preview
@@ -208,32 +144,12 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                      batch_size=data.sample_batch_size, cond=cond)
         kind, x = data_space(ema_den)[0], decode_samples(ema_den, res.x)
         preview(kind, x, out / "samples" / f"{tag}.png", data=x_all if kind == data.kind else None, title=tag)
+        net.train()
 
-    budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-        if cfg.steps is not None and budget_s is None:
-            bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", dynamic_ncols=True)
-        else:
-            bar = tqdm(total=int(budget_s), desc="training", unit="s", dynamic_ncols=True,
-                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
-    x_all = data.x
-    history: list[dict[str, Any]] = []
-    start = last_ckpt = time.perf_counter()
-    start_step, loss_acc, n_acc, t_log, s_log = step, 0.0, 0, start, step
-    interrupted, ckpt_path, last_loss = False, None, float("nan")
+    last_loss = float("nan")
     net.train()
-    with _Interrupt() as intr, open(log_path, "a") as log:
-        while True:
-            now = time.perf_counter()
-            if cfg.steps is not None and step >= cfg.steps:
-                break
-            if budget_s is not None and now - start >= budget_s:
-                break
-            if intr.hit:
-                interrupted = True
-                break
+    with Session(out, cfg, step, save, write_samples, "training", seconds_before, cfg.milestones) as session:
+        while session.running(step):
             idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
             x0 = x_all[idx]
             cond = {}
@@ -242,9 +158,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                 cond["label"] = torch.where(drop, denoiser.num_classes, labels[idx])
             t = denoiser.schedule.sample_t(cfg.batch_size, generator=gen)
             eps = torch.randn(x0.shape, generator=gen)
-            progress = max(0.0 if cfg.steps is None else step / cfg.steps,
-                           0.0 if budget_s is None else (now - start) / budget_s)
-            lr = lr_at(cfg, step, progress)
+            lr = lr_at(cfg, step, session.fraction(step))
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -258,38 +172,6 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             ema.update(net)
             step += 1
             last_loss = loss.item()
-            loss_acc, n_acc = loss_acc + last_loss, n_acc + 1
-            now = time.perf_counter()
-            if step % cfg.log_every == 0:
-                rate = (step - s_log) / max(now - t_log, 1e-9)
-                rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": float(gnorm),
-                       "it_s": rate, "elapsed_s": now - start}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                history.append(rec)
-                loss_acc, n_acc, t_log, s_log = 0.0, 0, now, step
-            if bar is not None:
-                rate = (step - start_step) / max(now - start, 1e-9)
-                bar.set_postfix(step=step, loss=f"{last_loss:.4f}", it_s=f"{rate:.2f}", refresh=False)
-                if bar.unit == "s":
-                    bar.n = min(now - start, budget_s)
-                    bar.refresh()
-                else:
-                    bar.update(1)
-            if cfg.sample_every and step % cfg.sample_every == 0:
-                write_samples(f"step_{step:07d}")
-                net.train()
-            if now - last_ckpt >= 60.0 * cfg.ckpt_every_minutes:
-                ckpt_path = save()
-                last_ckpt = time.perf_counter()
-        if bar is not None:
-            bar.close()
-        elapsed = time.perf_counter() - start
-        if step > start_step or ckpt_path is None:
-            ckpt_path = save()
-        if interrupted:
-            print(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; continue with --resume")
-        else:
-            write_samples(f"step_{step:07d}")
-    return TrainResult(step, elapsed, (step - start_step) / max(elapsed, 1e-9), last_loss, interrupted,
-                       ckpt_path, ema_den.eval(), history)
+            session.after_step(step, {"loss": last_loss}, extra={"lr": lr, "grad_norm": float(gnorm)})
+    return TrainResult(step, session.seconds, session.it_per_s, session.interrupted, session.checkpoint,
+                       session.history, final_loss=last_loss, ema=ema_den.eval())

@@ -1,122 +1,262 @@
-"""The scaffolding a difflab trainer shares with :func:`.loop.train`, for trainers of other models (the
-autoencoder): a budget in steps (counted across resumes) or wall-clock minutes (of this invocation),
-Ctrl-C turned into a clean stop, a progress bar with rate and ETA, ``log.jsonl`` records averaged over
-``log_every`` steps, pictures every ``sample_every`` steps and at the end, a checkpoint every
-``ckpt_every_minutes``, at the end and on Ctrl-C.
+"""What every difflab trainer does around its optimisation step (diffusion, autoencoder, GAN, distillation):
+a budget in steps (counted across resumes) or wall-clock minutes (of this invocation), Ctrl-C turned into a
+clean stop, a progress bar with rate and time left (:mod:`difflab.progress`), ``log.jsonl`` records averaged
+over ``log_every`` steps, pictures every ``sample_every`` steps and at the end, a checkpoint every
+``ckpt_every_minutes``, at the end and on Ctrl-C, and checkpoints kept at chosen fractions of the budget
+(*milestones*, for quality against training time).
 
-A trainer draws its batches and takes its optimiser step; around each step it asks :meth:`Session.running`
-and reports with :meth:`Session.after_step`::
+A trainer draws its batches and takes its step; around each step it asks :meth:`Session.running` and
+reports with :meth:`Session.after_step`::
 
-    with Session(out, cfg, step, save, picture, "autoencoder") as s:
+    with Session(out, cfg, step, save, picture, "training") as s:
         while s.running(step):
             ... one optimisation step ...
             step += 1
-            s.after_step(step, {"loss": loss, ...}, {"lr": lr})
-    elapsed, checkpoint = s.seconds, s.checkpoint
+            s.after_step(step, {"loss": loss}, extra={"lr": lr})
+    seconds, checkpoint = s.seconds, s.checkpoint
 """
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 import os
+import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from .loop import _Interrupt
+from ..errors import DifflabError
+from .milestones import keep_milestone, milestones_due
 
-__all__ = ["Session"]
+__all__ = ["Session", "Interrupt", "LoopConfig", "RunResult", "with_overrides", "LR_SCHEDULES"]
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class LoopConfig:
+    """The options every trainer shares (the diffusion, autoencoder and GAN configs extend it, each with its
+    own defaults)."""
+
+    steps: int | None = None          # total optimisation steps (counted across resumes)
+    minutes: float | None = None      # wall-clock budget of this invocation
+    batch_size: int = 64
+    lr: float = 2e-3
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW (beta1, beta2)
+    warmup: int = 200                 # linear LR warm-up steps
+    lr_schedule: str = "constant"     # after warm-up: "constant" or "cosine" decay to 0 over the budget
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+    sample_every: int = 1000          # steps between pictures (0: only at the end)
+    ckpt_every_minutes: float = 5.0   # also saved at the end and on Ctrl-C
+    keep: int = 3                     # newest checkpoints kept
+    milestones: tuple[float, ...] = ()  # fractions of the budget whose checkpoints are also kept (RUN/milestones)
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise DifflabError("give a training budget: steps or minutes")
+        if self.steps is not None and self.steps < 1:
+            raise DifflabError(f"steps must be >= 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise DifflabError(f"minutes must be > 0, got {self.minutes}")
+        if self.batch_size < 1:
+            raise DifflabError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise DifflabError(f"learning rate must be > 0, got {self.lr}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise DifflabError(f"Adam betas must be two numbers in [0, 1), got {tuple(self.adam_betas)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DifflabError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+        if self.keep < 1 or self.log_every < 1:
+            raise DifflabError(f"keep and log_every must be >= 1, got {self.keep} and {self.log_every}")
+        m = list(self.milestones)
+        if m != sorted(set(m)) or any(not 0 < f <= 1 for f in m):
+            raise DifflabError(f"milestones must be increasing fractions of the budget in (0, 1], got {m}")
+
+
+@dataclass
+class RunResult:
+    """What a trainer returns: steps done, this invocation's seconds and rate, whether Ctrl-C stopped it, the
+    last checkpoint, the log records."""
+
+    step: int
+    seconds: float
+    it_per_s: float
+    interrupted: bool
+    checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def with_overrides(cls: type, config: Any, overrides: dict[str, Any], what: str = "training") -> Any:
+    """A trainer's config: ``config`` (default ``cls()``) with ``overrides`` (its field names, refused by name
+    otherwise), checked."""
+    cfg = config or cls()
+    if overrides:
+        unknown = set(overrides) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise DifflabError(f"unknown {what} options: {', '.join(sorted(unknown))}")
+        cfg = cls(**{**asdict(cfg), **overrides})
+    cfg.check()
+    return cfg
+
+
+class Interrupt:
+    """Turns SIGINT into a flag checked between steps, so a step is never cut in half; a second Ctrl-C
+    aborts at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.old: Any = None
+
+    def __enter__(self) -> "Interrupt":
+        try:
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self.old = None
+        return self
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
 
 
 class Session:
-    """Budget, Ctrl-C, progress, log, pictures and checkpoints of one training invocation.
+    """Budget, Ctrl-C, progress, log, pictures, checkpoints and milestones of one training invocation.
 
-    ``cfg`` has ``steps``, ``minutes``, ``log_every``, ``sample_every``, ``ckpt_every_minutes`` and
-    ``progress``; ``save(step) -> Path`` writes a checkpoint, ``picture(tag)`` a picture of the model."""
+    Args:
+        cfg: has ``steps``, ``minutes``, ``log_every``, ``sample_every``, ``ckpt_every_minutes``, ``progress``.
+        step: the step the run starts from (its checkpoint's, on a resume).
+        save: ``save(step) -> Path`` writes a checkpoint (it may read :attr:`total_seconds`).
+        picture: ``picture(tag)`` writes a picture of the model.
+        seconds_before: training seconds of the earlier invocations of a resumed run.
+        milestones: increasing fractions of the budget at which a checkpoint is also kept in ``RUN/milestones``.
+        on_log: called with each log record before it is written (to add fields such as warnings).
+    """
 
     def __init__(self, out: str | os.PathLike, cfg: Any, step: int, save: Callable[[int], Path],
-                 picture: Callable[[str], None], desc: str = "training"):
+                 picture: Callable[[str], None], desc: str = "training", seconds_before: float = 0.0,
+                 milestones: Sequence[float] = (), on_log: Callable[[dict[str, Any]], None] | None = None):
         self.out, self.cfg, self.save, self.picture, self.desc = Path(out), cfg, save, picture, desc
         self.start_step = self.step = step
         self.budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+        self.seconds_before = seconds_before
+        self.milestones = list(milestones)
+        # on a resume, the milestones the steps already done have reached were kept before
+        self.kept = milestones_due(self.milestones, step / cfg.steps if cfg.steps else 0.0, 0) if step else 0
+        self.on_log = on_log
         self.history: list[dict[str, Any]] = []
         self.checkpoint: Path | None = None
         self.interrupted = False
         self.seconds = 0.0
-        self._acc: dict[str, float] = {}
-        self._n_acc = 0
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
 
-    def __enter__(self) -> "Session":
-        self._intr = _Interrupt().__enter__()
-        self._log = open(self.out / "log.jsonl", "a")
-        self.bar = None
-        if self.cfg.progress:
-            from tqdm.auto import tqdm
-            if self.budget_s is None:
-                self.bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True)
-            else:
-                self.bar = tqdm(total=int(self.budget_s), desc=self.desc, unit="s", dynamic_ncols=True,
-                                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
-        self.start = self._last_ckpt = self._t_log = time.perf_counter()
-        self._s_log = self.step
-        return self
+    # -- the budget -------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def total_seconds(self) -> float:
+        """Training seconds of the whole run so far (earlier invocations included)."""
+        return self.seconds_before + self.elapsed()
 
     def fraction(self, step: int) -> float:
-        """How much of the budget is spent, in [0, 1] (steps done / steps or wall clock / minutes)."""
-        now = time.perf_counter() - self.start
-        return max(0.0 if self.cfg.steps is None else step / self.cfg.steps,
-                   0.0 if self.budget_s is None else now / self.budget_s)
+        """How much of the budget is spent, in [0, 1]: steps done / steps or wall clock / minutes, whichever
+        is further."""
+        return min(1.0, max(0.0 if self.cfg.steps is None else step / self.cfg.steps,
+                            0.0 if self.budget_s is None else self.elapsed() / self.budget_s))
 
     def running(self, step: int) -> bool:
         """False once the budget is spent or Ctrl-C was pressed (then ``interrupted`` is set)."""
         if self.cfg.steps is not None and step >= self.cfg.steps:
             return False
-        if self.budget_s is not None and time.perf_counter() - self.start >= self.budget_s:
+        if self.budget_s is not None and self.elapsed() >= self.budget_s:
             return False
         self.interrupted = self._intr.hit
         return not self.interrupted
 
-    def after_step(self, step: int, terms: dict[str, float], extra: dict[str, Any] | None = None) -> None:
-        """Record step ``step`` (1-based count of steps done): ``terms`` are averaged into the next log record,
-        ``extra`` (learning rate, ...) is logged as is; progress, pictures and timed checkpoints follow."""
+    @property
+    def it_per_s(self) -> float:
+        return (self.step - self.start_step) / max(self.seconds or self.elapsed(), 1e-9)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def __enter__(self) -> "Session":
+        from ..progress import progress_bar
+        self._intr = Interrupt().__enter__()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.out / "log.jsonl", "a")
+        if self.budget_s is None:
+            self.bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=self.desc, unit="step",
+                                    enabled=self.cfg.progress)
+        else:
+            self.bar = progress_bar(total=int(self.budget_s), desc=self.desc, unit="s", enabled=self.cfg.progress,
+                                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+        self.start = self._last_ckpt = self._t_log = time.perf_counter()
+        self._s_log = self.step
+        return self
+
+    def write(self, text: str) -> None:
+        """A line beside the progress bar (a warning)."""
+        self.bar.write(text, file=sys.stderr)
+
+    def after_step(self, step: int, terms: dict[str, float], extra: dict[str, Any] | None = None,
+                   postfix: dict[str, str] | None = None) -> None:
+        """Record step ``step`` (the count of steps done): each of ``terms`` is averaged, over the steps that
+        reported it, into the next log record; ``extra`` (learning rate, ...) is logged as it is at that step;
+        ``postfix`` is shown on the bar (default: the first term).  Pictures, checkpoints and milestones
+        follow."""
         self.step = step
         for k, v in terms.items():
-            self._acc[k] = self._acc.get(k, 0.0) + float(v)
-        self._n_acc += 1
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+            self._counts[k] = self._counts.get(k, 0) + 1
         now = time.perf_counter()
         if step % self.cfg.log_every == 0:
-            rec = {"step": step, **{k: v / self._n_acc for k, v in self._acc.items()}, **(extra or {}),
+            rec = {"step": step, **{k: self._sums[k] / self._counts[k] for k in self._sums}, **(extra or {}),
                    "it_s": (step - self._s_log) / max(now - self._t_log, 1e-9), "elapsed_s": now - self.start}
+            if self.on_log is not None:
+                self.on_log(rec)
             self._log.write(json.dumps(rec) + "\n")
             self._log.flush()
             self.history.append(rec)
-            self._acc, self._n_acc, self._t_log, self._s_log = {}, 0, now, step
-        if self.bar is not None:
-            loss = terms.get("loss", next(iter(terms.values()), float("nan")))
-            self.bar.set_postfix(step=step, loss=f"{float(loss):.4f}",
-                                 it_s=f"{(step - self.start_step) / max(now - self.start, 1e-9):.2f}", refresh=False)
-            if self.budget_s is None:
-                self.bar.update(1)
-            else:
-                self.bar.n = min(now - self.start, self.budget_s)
-                self.bar.refresh()
+            self._sums, self._counts, self._t_log, self._s_log = {}, {}, now, step
+        if postfix is None and terms:
+            name, value = next(iter(terms.items()))
+            postfix = {name: f"{float(value):.4f}"}
+        self.bar.set_postfix(step=step, **(postfix or {}),
+                             it_s=f"{(step - self.start_step) / max(now - self.start, 1e-9):.2f}", refresh=False)
+        if self.budget_s is None:
+            self.bar.update(step - self.bar.n)
+        else:
+            self.bar.n = min(now - self.start, self.budget_s)
+            self.bar.refresh()
         if self.cfg.sample_every and step % self.cfg.sample_every == 0:
             self.picture(f"step_{step:07d}")
-        if now - self._last_ckpt >= 60.0 * self.cfg.ckpt_every_minutes:
+        due = milestones_due(self.milestones, self.fraction(step), self.kept)
+        if due > self.kept or now - self._last_ckpt >= 60.0 * self.cfg.ckpt_every_minutes:
             self.checkpoint = self.save(step)
             self._last_ckpt = time.perf_counter()
-
-    @property
-    def it_per_s(self) -> float:
-        return (self.step - self.start_step) / max(self.seconds, 1e-9)
+            if due > self.kept:
+                keep_milestone(self.checkpoint)
+                self.kept = due
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.seconds = time.perf_counter() - self.start
+        self.bar.close()
+        self.seconds = self.elapsed()
         try:
             if exc_type is None:
-                if self.step > self.start_step or self.checkpoint is None:
+                if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:07d}"):
                     self.checkpoint = self.save(self.step)
+                if not self.interrupted and self.milestones and self.milestones[-1] == 1.0 \
+                        and self.kept < len(self.milestones):
+                    keep_milestone(self.checkpoint)   # a minute budget ends just before its 1.0 milestone
                 if self.interrupted:
                     print(f"interrupted at step {self.step}; checkpoint saved to {self.checkpoint}; "
                           f"continue with --resume")
