@@ -12,10 +12,11 @@ import sys
 from typing import Sequence
 
 from ..errors import DifflabError
-from . import (demo, eval, export, forward, likelihood, sample, samplers, schedules, sweep, train,
+from . import (demo, distill, eval, export, forward, likelihood, sample, samplers, schedules, sweep, train,
                train_classifier)
 
-COMMANDS = [train, sample, eval, likelihood, sweep, train_classifier, export, forward, schedules, samplers, demo]
+COMMANDS = [train, sample, eval, likelihood, sweep, train_classifier, export, forward, schedules, samplers, demo,
+            distill]
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 

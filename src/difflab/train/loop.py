@@ -3,7 +3,9 @@ a step or wall-clock budget, JSONL logs, sample grids, atomic checkpoints, resum
 
 Randomness: one ``torch.Generator`` seeded with ``seed`` draws every batch index, t and noise, and
 the global RNG (dropout) is seeded too; both states are checkpointed, so a resumed run continues
-the same random streams.
+the same random streams.  t comes from the ``t_proposal`` (:func:`~difflab.process.propose_t`); a data
+set with ``noise`` gives each sample its paired noise (reflow); an ``objective`` replaces the denoising
+loss (distillation, :mod:`difflab.distill`) and keeps everything else of the loop.
 """
 from __future__ import annotations
 
@@ -14,19 +16,21 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
 from ..data.kinds import Dataset
 from ..denoisers.denoiser import Denoiser
 from ..errors import DifflabError
 from ..io import atomic_write_json
 from ..losses import WEIGHTINGS, denoising_loss
+from ..process.proposals import T_PROPOSALS, propose_t
 from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
 
-__all__ = ["TrainConfig", "TrainResult", "lr_at", "train"]
+__all__ = ["TrainConfig", "TrainResult", "Objective", "lr_at", "train"]
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -45,6 +49,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
     min_snr_gamma: float = 5.0
+    t_proposal: str = "uniform"       # or "logit_normal" (Esser et al. 2024) with the two fields below
+    t_logit_mean: float = 0.0
+    t_logit_std: float = 1.0
     bf16: bool = False
     seed: int = 0
     log_every: int = 25
@@ -74,6 +81,10 @@ class TrainConfig:
             raise DifflabError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
         if self.weighting not in WEIGHTINGS:
             raise DifflabError(f"unknown loss weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+        if self.t_proposal not in T_PROPOSALS:
+            raise DifflabError(f"unknown t proposal {self.t_proposal!r}; choose from {', '.join(T_PROPOSALS)}")
+        if not self.t_logit_std > 0:
+            raise DifflabError(f"the logit-normal t proposal needs a std > 0, got {self.t_logit_std}")
 
 
 @dataclass
@@ -86,6 +97,18 @@ class TrainResult:
     checkpoint: Path | None
     ema: Denoiser | None = None       # the EMA denoiser, ready to sample from
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Objective(Protocol):
+    """A loss that replaces the denoising loss (a distillation method): per-sample losses ``(B,)`` of
+    ``denoiser`` on a batch of clean ``x0``, all randomness drawn from ``generator`` (so a resumed run
+    continues exactly); ``step`` and ``progress`` (the fraction of the budget spent) drive curricula.
+    ``config()`` is recorded in the run's training information."""
+
+    def __call__(self, denoiser: Denoiser, x0: Tensor, generator: torch.Generator, step: int,
+                 progress: float) -> Tensor: ...
+
+    def config(self) -> dict[str, Any]: ...
 
 
 class _Interrupt:
@@ -126,12 +149,13 @@ def lr_at(cfg: TrainConfig, step: int, progress: float = 0.0) -> float:
 
 
 def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: TrainConfig | None = None,
-          resume: bool = False, **overrides: Any) -> TrainResult:
+          resume: bool = False, objective: Objective | None = None, **overrides: Any) -> TrainResult:
     """Train ``denoiser`` on ``data`` into the run folder ``out``.
 
     ``overrides`` are :class:`TrainConfig` fields (``train(den, data, "runs/x", steps=2000)``).
     With ``resume=True`` the latest checkpoint in ``out`` is loaded (weights, EMA, optimizer,
-    step, random streams) and training continues from its step.
+    step, random streams) and training continues from its step.  ``objective`` replaces the denoising
+    loss (:class:`Objective`).  Sample grids use ``denoiser.sampling`` when it is set (a student's sampler).
     """
     cfg = config or TrainConfig()
     if overrides:
@@ -167,9 +191,12 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
 
     ema_den = Denoiser(ema.model, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
     ema_den.data_shape, ema_den.data_kind = shape, data.kind
+    ema_den.sampling = getattr(denoiser, "sampling", None)
     log_path = out / "log.jsonl"
     train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
+    if objective is not None:
+        train_info["objective"] = objective.config()
     atomic_write_json(out / "run.json", {"training": train_info})
 
     def save() -> Path:
@@ -181,8 +208,8 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         from ..outputs import preview
         from ..sampling import sample
         n = data.preview_n or cfg.sample_n
-        res = sample(ema_den, n=n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed, progress=False,
-                     batch_size=data.sample_batch_size)
+        setting = {"sampler": "ddim", "steps": cfg.sample_steps, **(getattr(denoiser, "sampling", None) or {})}
+        res = sample(ema_den, n=n, seed=cfg.seed, progress=False, batch_size=data.sample_batch_size, **setting)
         preview(data.kind, res.x, out / "samples" / f"{tag}.png", data=x_all, title=tag)
 
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
@@ -212,15 +239,20 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                 break
             idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
             x0 = x_all[idx]
-            t = denoiser.schedule.sample_t(cfg.batch_size, generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
+            if objective is None:
+                t = propose_t(denoiser.schedule, cfg.batch_size, gen, cfg.t_proposal, cfg.t_logit_mean,
+                              cfg.t_logit_std)
+                eps = torch.randn(x0.shape, generator=gen) if data.noise is None else data.noise[idx]
             progress = max(0.0 if cfg.steps is None else step / cfg.steps,
                            0.0 if budget_s is None else (now - start) / budget_s)
             lr = lr_at(cfg, step, progress)
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma).mean()
+                if objective is None:
+                    loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma).mean()
+                else:
+                    loss = objective(denoiser, x0, gen, step, progress).mean()
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
