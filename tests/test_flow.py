@@ -118,7 +118,8 @@ def test_rectified_flow_ode_transports_the_gaussian_exactly():
 # step spans 12 units of log-SNR: alpha falls from 0.05 to its 1e-4 floor), Heun and ALD from moderate
 # sigma/alpha as on VP schedules; the consistency sampler runs on the exact consistency function
 FLOW_SETTINGS = {
-    "ddpm": (100, "uniform", {}), "ddim": (50, "uniform", {}), "euler": (50, "uniform", {}),
+    "ddpm": (100, "uniform", {}), "repaint": (100, "uniform", {"resample": 2}),
+    "ddim": (50, "uniform", {}), "euler": (50, "uniform", {}),
     "heun": (20, "karras", {"sigma_max": 80.0}), "euler_ancestral": (100, "uniform", {}),
     "dpmpp_2m": (20, "logsnr", {}), "dpmpp_3m": (20, "logsnr", {}), "dpmpp_2m_sde": (50, "logsnr", {}),
     "unipc": (20, "logsnr", {"order": 3}), "pc": (100, "uniform", {"snr": 0.05}),

@@ -24,14 +24,15 @@ __all__ = ["preview", "save_samples", "WRITERS", "SampleWriter"]
 
 @dataclass(frozen=True)
 class SampleWriter:
-    preview: Callable[..., Path | None]       # (samples, path, data=None, title=None) -> path or None
+    preview: Callable[..., Path | None]       # (samples, path, data=None, title=None, nrow=None) -> path or None
     arrays: Callable[[Tensor], np.ndarray]    # samples -> the array stored in .npz
     files: Callable[[np.ndarray, Path], Path] | None = None   # arrays -> one file per sample, in a folder
 
 
-def _image_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None) -> Path:
+def _image_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
+                   nrow: int | None = None) -> Path:
     from .viz import save_grid
-    return save_grid(samples, path)
+    return save_grid(samples, path, nrow=nrow)
 
 
 def _image_files(arr: np.ndarray, folder: Path) -> Path:
@@ -42,7 +43,8 @@ def _image_files(arr: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def _point_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None) -> Path | None:
+def _point_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
+                   nrow: int | None = None) -> Path | None:
     from .viz import points_figure
     if samples.shape[1] != 2:
         return None  # only 2-D points have a picture
@@ -62,24 +64,27 @@ def _writer(kind: str) -> SampleWriter:
 
 
 def preview(kind: str, samples: Tensor, path: str | Path, data: Tensor | None = None,
-            title: str | None = None) -> Path | None:
-    """A picture of ``samples`` of data kind ``kind`` (over ``data`` where that helps), or None if that
-    kind of sample has none."""
-    return _writer(kind).preview(samples, Path(path), data=data, title=title)
+            title: str | None = None, nrow: int | None = None) -> Path | None:
+    """A picture of ``samples`` of data kind ``kind`` (over ``data`` where that helps; ``nrow`` samples a row
+    in a grid), or None if that kind of sample has none."""
+    return _writer(kind).preview(samples, Path(path), data=data, title=title, nrow=nrow)
 
 
-def save_samples(kind: str, samples: Tensor, out: str | Path, tag: str, each: bool = False) -> dict[str, Path]:
-    """Write ``out/<tag>.png`` and ``out/<tag>.npz`` (and with ``each``, one file per sample in
-    ``out/<tag>_<kind>/``); returns what was written by role (``preview``, ``arrays``, ``files``)."""
+def save_samples(kind: str, samples: Tensor, out: str | Path, tag: str, each: bool = False,
+                 labels: Tensor | None = None, nrow: int | None = None) -> dict[str, Path]:
+    """Write ``out/<tag>.png`` and ``out/<tag>.npz`` (key ``samples``, and ``labels`` when the samples were
+    drawn for requested classes; with ``each``, one file per sample in ``out/<tag>_<kind>/``); returns what
+    was written by role (``preview``, ``arrays``, ``files``)."""
     w = _writer(kind)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    pic = w.preview(samples, out / f"{tag}.png", title=tag)
+    pic = w.preview(samples, out / f"{tag}.png", title=tag, nrow=nrow)
     if pic is not None:
         written["preview"] = pic
     arr = w.arrays(samples)
-    np.savez_compressed(out / f"{tag}.npz", samples=arr)
+    extra = {} if labels is None else {"labels": labels.detach().cpu().numpy().astype(np.int64)}
+    np.savez_compressed(out / f"{tag}.npz", samples=arr, **extra)
     written["arrays"] = out / f"{tag}.npz"
     if each:
         if w.files is None:

@@ -44,9 +44,10 @@ def parse_opts(items: list[str] | None) -> dict:
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", choices=["mnist", "folder", "digits"], required=required,
+    p.add_argument("--data", choices=["mnist", "folder", "digits", "stacked_mnist"], required=required,
                    default=None if required else "digits",
-                   help="mnist (IDX folder), folder (PNG/JPEG images) or digits (scikit-learn 8x8)")
+                   help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8) or stacked_mnist "
+                        "(three MNIST digits as RGB, 1,000 modes; the MNIST IDX folder)")
     p.add_argument("--data-dir", help="folder of the data set")
     p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")

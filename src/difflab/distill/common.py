@@ -33,9 +33,13 @@ RECORD_FORMAT = "difflab-distillation"
 
 
 def load_teacher(path: str | os.PathLike) -> Denoiser:
-    """The EMA denoiser of a run or checkpoint, frozen (no gradients) and in eval mode."""
+    """The EMA denoiser of a run or checkpoint, frozen (no gradients) and in eval mode.  A model in an
+    encoder's latent space is refused (its students would need the encoded data set)."""
     from ..train.checkpoint import load_checkpoint
-    return load_checkpoint(path).denoiser("ema").requires_grad_(False).eval()
+    den = load_checkpoint(path).denoiser("ema")
+    if getattr(den, "encoder", None) is not None:
+        raise DifflabError(f"{path} is a latent model; distilling latent models is not supported")
+    return den.requires_grad_(False).eval()
 
 
 def make_student(teacher: Denoiser, *, schedule: Schedule | None = None, prediction: str | None = None,
@@ -54,6 +58,7 @@ def make_student(teacher: Denoiser, *, schedule: Schedule | None = None, predict
     student = Denoiser(net.requires_grad_(True).train(), schedule or teacher.schedule,
                        prediction or teacher.prediction, teacher.clip_x0, teacher.sigma_data)
     student.data_shape, student.data_kind, student.sampling = teacher.data_shape, teacher.data_kind, sampling
+    student.classes = getattr(teacher, "classes", None)
     return student
 
 

@@ -131,7 +131,7 @@ class ConsistencyObjective:
         return self._grids[key]
 
     def __call__(self, student: Denoiser, x0: Tensor, generator: torch.Generator, step: int,
-                 progress: float) -> Tensor:
+                 progress: float, **cond: Any) -> Tensor:
         n = self.boundaries if self.teacher is not None else ict_steps(progress, self.s0, self.s1)
         ts, sig = self._grid(student, n)
         if self.proposal == "uniform":
@@ -144,13 +144,13 @@ class ConsistencyObjective:
         a_hi, s_hi = student.schedule.alpha_sigma(t_hi)
         x_hi = expand(a_hi, x0) * x0 + expand(s_hi, x0) * z
         if self.teacher is not None:
-            x_lo = SOLVERS[self.solver](self.teacher, x_hi, t_hi, t_lo)
+            x_lo = SOLVERS[self.solver](self.teacher, x_hi, t_hi, t_lo, **cond)
         else:
             a_lo, s_lo = student.schedule.alpha_sigma(t_lo)
             x_lo = expand(a_lo, x0) * x0 + expand(s_lo, x0) * z
         with torch.no_grad():
-            target = student_x0(student, x_lo, t_lo)
-        pred = student_x0(student, x_hi, t_hi)
+            target = student_x0(student, x_lo, t_lo, **cond)
+        pred = student_x0(student, x_hi, t_hi, **cond)
         if self.metric == "pseudo_huber":
             d = pseudo_huber(pred, target, 0.00054 * math.sqrt(x0[0].numel()))
         else:

@@ -66,16 +66,16 @@ class ProgressiveObjective:
         self.grid = time_grid(teacher.schedule, steps, "trailing")
 
     def __call__(self, student: Denoiser, x0: Tensor, generator: torch.Generator, step: int,
-                 progress: float) -> Tensor:
+                 progress: float, **cond: Any) -> Tensor:
         i = torch.randint(0, self.steps, (x0.shape[0],), generator=generator)
         t, t_next = self.grid[i], self.grid[i + 1]
         eps = torch.randn(x0.shape, generator=generator)
         a, s = student.schedule.alpha_sigma(t)
         z_t = expand(a, x0) * x0 + expand(s, x0) * eps
-        x_tilde, _ = progressive_target(self.teacher, z_t, t, t_next)
+        x_tilde, _ = progressive_target(self.teacher, z_t, t, t_next, **cond)
         snr = (a / s) ** 2
         w = snr.clamp_min(1.0) if self.weighting == "truncated_snr" else snr + 1.0
-        mse = (student_x0(student, z_t, t) - x_tilde).pow(2).flatten(1).mean(1)
+        mse = (student_x0(student, z_t, t, **cond) - x_tilde).pow(2).flatten(1).mean(1)
         return w.to(mse.dtype) * mse
 
     def config(self) -> dict[str, Any]:

@@ -132,6 +132,9 @@ def reflow(teacher_path: str | os.PathLike, out: str | os.PathLike, *, pairs: in
     teacher = load_teacher(teacher_path)
     if teacher.prediction.startswith("consistency_"):
         raise DifflabError(f"{teacher_path} is a consistency model; reflow needs an ODE (a denoiser teacher)")
+    if teacher.num_classes:
+        raise DifflabError(f"{teacher_path} is class-conditional; reflow draws unconditional pairs, so it needs an "
+                           f"unconditional teacher")
     folder = Path(out) / "pairs"
     if record.done("pairs"):
         z, x, info = load_pairs(folder)

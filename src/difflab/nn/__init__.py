@@ -6,6 +6,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import DifflabError
+from .conditioning import LabelEmbedding, check_labels
 from .defaults import default_network
 from .mlp import MLP
 from .unet import UNet, timestep_embedding
@@ -25,4 +26,5 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
         raise DifflabError(f"bad network config: {e}") from None
 
 
-__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "default_network", "NETWORKS"]
+__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "default_network", "NETWORKS", "LabelEmbedding",
+           "check_labels"]
