@@ -26,6 +26,8 @@ STEPS = {"ddpm": 20, "ald": 2, "pc": 5, "heun": 6}   # and repaint: 8 steps x 10
 # sampler -> (default grid: sha256[:16], nfe), (10-NFE setting: sha256[:16], nfe), oracle sha256[:16]
 EXPECTED = {
     'ald': (('ea28b7fcd1f3082d', 21), ('e189500549eeaff5', 11), 'a6f04ae168a270a0'),
+    # added with the consistency sampler (not recorded before the reorganisation; 2 torch threads, as conftest.py)
+    'consistency': (('e68d2d5dc56fab9f', 8), ('d7f4d9c6794c9031', 10), '432611c69e0666df'),
     'ddim': (('fe6bd43064b06168', 8), ('e5d9bb158f9ca4c3', 10), 'cdb5c98a839d6b2c'),
     'ddpm': (('8095ebb85e0b4100', 20), ('5dc3f12f39e44cc7', 10), 'a832ccbafa81bca0'),
     'dpmpp_2m': (('4f97e22ef75ee8cb', 8), ('d4ef7b966c4bfa34', 10), 'c0e58bb89e313a4d'),

@@ -41,6 +41,9 @@ ORACLE = {
     "pc": (300, {"snr": 0.08, "corrector_steps": 1}, 0.05, 0.06),
     "ald": (100, {"steps_per_level": 20, "epsilon": 2e-3}, 0.05, 0.06),
     "ode": (1, {"rtol": 1e-5, "atol": 1e-5}, 0.03, 0.03),
+    # multistep consistency sampling needs a consistency function: the exact one of the oracle (its ODE solved
+    # to t_min); 2 steps, so that its re-noising is checked too
+    "consistency": (2, {"_consistency_function": True}, 0.03, 0.03),
 }
 
 
@@ -58,6 +61,9 @@ def test_sampler_reproduces_the_data(name, data):
     g = torch.Generator().manual_seed(1)
     x_T = torch.randn(N, mean.shape[0], generator=g, dtype=torch.float64)
     opts = dict(opts)
+    if opts.pop("_consistency_function", False):
+        from difflab.distill import ODEConsistencyFunction
+        den = ODEConsistencyFunction(den, rtol=1e-5)
     grid = opts.pop("_grid", "trailing")  # trailing starts at t = 1; leading would start where alpha > 0
     ts = time_grid(sch, steps, grid, **({"sigma_max": 80.0} if grid == "karras" else {}))
     x = SAMPLERS[name].fn(den, x_T, ts, generator=g, **opts)

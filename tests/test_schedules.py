@@ -13,8 +13,8 @@ T_GRID = torch.linspace(0, 1, 2001, dtype=torch.float64)
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 @pytest.mark.parametrize("T", [None, 1000])
 def test_logsnr_strictly_decreasing_and_boundaries(name, T):
-    if T and name in ("edm", "ve"):
-        with pytest.raises(DifflabError, match="variance-exploding"):
+    if T and name in ("edm", "ve", "flow"):
+        with pytest.raises(DifflabError, match="variance-exploding|not variance-preserving"):
             get_schedule(name, T=T)
         return
     s = get_schedule(name, T=T)
@@ -28,6 +28,12 @@ def test_logsnr_strictly_decreasing_and_boundaries(name, T):
         # scaled_linear keeps alpha_bar(1) = 0.0047 (alpha 0.069): the non-zero terminal SNR that
         # Lin et al. (2023) point out; the others end below alpha 0.01.
         assert a[-1] < (0.07 if name == "scaled_linear" else 0.01), f"t=1 must be (almost) noise: {a[-1]}"
+    elif name == "flow":
+        # the linear interpolant: alpha + sigma = 1 up to the floor alpha_min = 1e-4 near t = 1
+        assert a[0] == 1.0 and sig[0] == 0.0 and sig[-1] == 1.0 and a[-1] == s.alpha_min
+        exact = T_GRID <= 1 - s.alpha_min
+        assert torch.equal(a[exact], 1 - T_GRID[exact]) and torch.equal(sig, T_GRID)
+        assert torch.isfinite(s.logsnr(T_GRID[1:])).all()
     else:
         assert torch.all(a == 1.0)
         assert sig[0] == pytest.approx(s.sigma_min) and sig[-1] == pytest.approx(s.sigma_max)
@@ -149,9 +155,9 @@ def test_float32_in_float32_out():
     assert a.dtype == torch.float32 and sig.dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid", "scaled_linear", "edm", "ve"])
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid", "scaled_linear", "edm", "ve", "flow"])
 def test_config_round_trip(name):
-    for T in ([None, 50] if name not in ("edm", "ve") else [None]):
+    for T in ([None, 50] if name not in ("edm", "ve", "flow") else [None]):
         s = get_schedule(name, T=T)
         s2 = schedule_from_config(s.config())
         assert torch.equal(s.logsnr(T_GRID), s2.logsnr(T_GRID))

@@ -60,8 +60,13 @@ class DiffusionGenerator:
 
 
 def _load_diffusion(path: str | os.PathLike, **options: Any) -> Generator:
+    """A checkpoint's generator; a distilled student's own sampler setting unless ``options`` name a sampler."""
     from .train import load_checkpoint
-    return DiffusionGenerator(load_checkpoint(path).denoiser("ema"), **options)
+    den = load_checkpoint(path).denoiser("ema")
+    own = dict(den.sampling or {}) if "sampler" not in options else {}
+    if own:
+        own = {"sampler": own.pop("sampler"), "steps": own.pop("steps"), "options": own}
+    return DiffusionGenerator(den, **{**own, **options})
 
 
 def _load_vae(path: str | os.PathLike, batch_size: int = 256, **sampler_options: Any) -> Generator:

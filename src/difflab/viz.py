@@ -17,7 +17,7 @@ from .process.forward import q_sample
 from .process.schedules import Schedule
 
 __all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure", "panels_figure",
-           "points_figure", "forward_points_figure", "score_field_figure"]
+           "points_figure", "forward_points_figure", "score_field_figure", "paths_figure"]
 
 
 def _upscale(h: int) -> int:
@@ -243,4 +243,29 @@ def score_field_figure(denoiser, ts: Sequence[float], path: str | os.PathLike, d
         ax.set_title(f"score at t={t:g}", fontsize=8)
     fig.suptitle(r"learned score $(\alpha_t\hat x_0 - x)/\sigma_t^2$: direction (arrows), magnitude (colour)",
                  fontsize=9)
+    return _save(plt, fig, path)
+
+
+def paths_figure(paths: dict[str, Tensor], path: str | os.PathLike, data: Tensor | None = None, lim: float = 3.0,
+                 title: str | None = None) -> Path:
+    """Sampling paths of 2-D points, one panel per model: ``paths[name]`` ``(K + 1, N, 2)`` holds the states from
+    x_T (grey dots) to the samples (blue dots), joined by lines, over the data (orange): straight against curved
+    trajectories, and a one-step model's jumps."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(paths), figsize=(3.4 * len(paths), 3.6), squeeze=False)
+    for ax, (name, p) in zip(axes[0], paths.items()):
+        if data is not None:
+            _scatter(ax, data, "tab:orange", lim=lim, size=0.5)
+        q = p.detach().double().numpy()
+        ax.plot(q[:, :, 0], q[:, :, 1], color="tab:blue", alpha=0.35, linewidth=0.6)
+        ax.scatter(q[0, :, 0], q[0, :, 1], s=3, c="grey", linewidths=0)
+        ax.scatter(q[-1, :, 0], q[-1, :, 1], s=3, c="tab:blue", linewidths=0)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(plt, fig, path)

@@ -12,11 +12,11 @@ import sys
 from typing import Sequence
 
 from ..errors import DifflabError
-from . import (compare, demo, eval, explore, export, forward, img2img, inpaint, latent_figures, likelihood, sample,
-               samplers, schedules, superres, sweep, train, train_autoencoder, train_classifier, train_gan)
+from . import (compare, demo, distill, eval, explore, export, forward, img2img, inpaint, latent_figures, likelihood,
+               sample, samplers, schedules, superres, sweep, train, train_autoencoder, train_classifier, train_gan)
 
 COMMANDS = [train, sample, inpaint, img2img, superres, eval, likelihood, sweep, train_classifier, train_autoencoder,
-            latent_figures, train_gan, compare, explore, export, forward, schedules, samplers, demo]
+            latent_figures, train_gan, compare, explore, export, forward, schedules, samplers, demo, distill]
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 

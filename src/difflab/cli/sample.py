@@ -13,8 +13,9 @@ HELP = "sample from a checkpoint"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="run folder (latest checkpoint) or checkpoint folder/file")
     p.add_argument("--pretrained", help="a diffusers pipeline folder, or a repo id in the local Hugging Face cache")
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--sampler", help="default: the sampler the checkpoint was made for (a distilled student), "
+                                     "else ddim")
+    p.add_argument("--steps", type=int, help="default: the checkpoint's (a distilled student), else 50")
     p.add_argument("--grid", default="default",
                    help="time grid: default, uniform, logsnr, karras, leading, trailing, linspace")
     p.add_argument("--sigma-max", type=float, help="start the uniform/logsnr/karras grid at sigma/alpha = this "
@@ -107,9 +108,15 @@ def run(args: argparse.Namespace) -> int:
     from ..viz import trajectory_figure
 
     base = load_denoiser(args)
+    # without --sampler: the setting the checkpoint was made for (a distilled student's), else DDIM, 50 steps
+    own = dict(getattr(base, "sampling", None) or {}) if args.sampler is None else {}
+    setting = {"sampler": args.sampler or "ddim", "steps": 50, "grid": "default", **own}
+    args.sampler = setting.pop("sampler")
+    args.steps = args.steps or setting.pop("steps")
+    args.grid = args.grid if args.grid != "default" else setting.pop("grid")
     den, cond, nrow = guidance_from_args(base, args, args.n)
     n = args.n if cond is None else len(cond["label"])
-    opts = parse_opts(args.opt)
+    opts = {**{k: v for k, v in setting.items() if k not in ("steps", "grid")}, **parse_opts(args.opt)}
     if args.eta is not None:
         opts["eta"] = args.eta
     traj_steps = None

@@ -22,16 +22,22 @@ def _betas(text: str) -> tuple[float, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_args(p, "run folder (checkpoints, logs, sample grids)")
-    p.add_argument("--schedule", default="cosine", help="cosine, linear, sigmoid, scaled_linear, edm, ve")
+    p.add_argument("--schedule", default="cosine",
+                   help="cosine, linear, sigmoid, scaled_linear, edm, ve, flow (the linear interpolant)")
     p.add_argument("--timesteps", type=int, default=1000,
                    help="T of the discrete table (variance-preserving schedules); 0: continuous time")
     p.add_argument("--zero-terminal-snr", action="store_true", help="rescale to zero terminal SNR (use v)")
-    p.add_argument("--prediction", default="v", help="v, eps, x0, score or edm")
+    p.add_argument("--prediction", default="v", help="v, eps, x0, score, edm or velocity (eps - x0, flow matching)")
     p.add_argument("--conditional", action="store_true",
                    help="class-conditional on the data's labels (MNIST digits, digits, class subfolders)")
     p.add_argument("--cond-drop", type=float, default=0.1,
                    help="fraction of labels replaced by the null label during training (for guidance)")
-    p.add_argument("--weighting", default="min_snr", help="min_snr (gamma 5), uniform, snr or edm")
+    p.add_argument("--weighting", help="min_snr (gamma 5), uniform, snr, edm or flow (the flow-matching loss); "
+                                       "default: flow with --schedule flow, else min_snr")
+    p.add_argument("--t-proposal", default="uniform",
+                   help="training times: uniform, or logit_normal (Esser et al. 2024; --t-logit-mean/-std)")
+    p.add_argument("--t-logit-mean", type=float, default=0.0)
+    p.add_argument("--t-logit-std", type=float, default=1.0)
     p.add_argument("--clip-x0", type=float,
                    help="clamp x0_hat to [-c, c] when sampling; 0: off (default: 1 for images, off for latents)")
     p.add_argument("--latent", metavar="AE_RUN",
@@ -95,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay,
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
                       warmup=args.warmup, lr_schedule=args.lr_schedule,
-                      grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
+                      grad_clip=args.grad_clip, ema_decay=args.ema_decay, bf16=args.bf16,
+                      weighting=args.weighting or ("flow" if den.schedule.name == "flow" else "min_snr"),
+                      t_proposal=args.t_proposal, t_logit_mean=args.t_logit_mean, t_logit_std=args.t_logit_std,
                       cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
                       milestones=tuple(floats(args.milestones)) if args.milestones else (),

@@ -26,13 +26,15 @@ __all__ = ["Dataset", "ImageData", "PointData", "DATA_KINDS", "kind_of_shape"]
 @dataclass
 class Dataset:
     """Clean samples ``x`` ``(N, *shape)`` and optional integer ``labels`` ``(N,)`` (with ``classes``, their
-    names)."""
+    names).  ``noise`` ``(N, *shape)``, when given, pairs each sample with the noise the trainer uses for it
+    instead of fresh noise (reflow's (noise, sample) couplings, :mod:`difflab.distill.reflow`)."""
 
     x: Tensor
     labels: Tensor | None = None
     name: str = "data"
     info: dict = field(default_factory=dict)
     classes: list[str] | None = None
+    noise: Tensor | None = None
 
     kind: ClassVar[str] = "data"
     clip_x0: ClassVar[float | None] = None     # the data's range, [-c, c], if it has one
@@ -42,6 +44,9 @@ class Dataset:
     def __post_init__(self) -> None:
         if self.labels is not None and self.labels.shape != self.x.shape[:1]:
             raise DifflabError(f"{self.name}: {self.labels.shape[0]} labels for {self.x.shape[0]} samples")
+        if self.noise is not None and self.noise.shape != self.x.shape:
+            raise DifflabError(f"{self.name}: noise of shape {tuple(self.noise.shape)} for samples of shape "
+                               f"{tuple(self.x.shape)}")
 
     def __len__(self) -> int:
         return self.x.shape[0]

@@ -46,7 +46,9 @@ class Denoiser(nn.Module):
     Args:
         net: a module ``net(x, timestep, **cond) -> out`` with ``out.shape == x.shape``.
         schedule: the :class:`~difflab.process.Schedule` the network was trained with.
-        prediction: what ``net`` predicts: ``eps``, ``x0``, ``v``, ``score`` or ``edm``.
+        prediction: what ``net`` predicts: ``eps``, ``x0``, ``v``, ``score``, ``edm``, ``velocity``, or
+            ``consistency_<one of them>`` (a consistency function whose boundary :math:`f(x, t_{min}) = x` sits
+            at the schedule's ``t_min``; :mod:`~difflab.denoisers.param`).
         clip_x0: clamp :math:`\hat x_0` to ``[-clip_x0, clip_x0]`` (DDPM's ``clip_sample``); None: off.
         sigma_data: data standard deviation used by ``edm`` preconditioning and by the input scaling
             :math:`c_{in} = 1/\sqrt{\alpha^2\sigma_d^2 + \sigma^2}` of variance-exploding schedules
@@ -65,6 +67,9 @@ class Denoiser(nn.Module):
         self.data_kind: str | None = None                # knows them (trainer, checkpoint, loader)
         self.classes: list[str] | None = None            # names of the classes of a conditional network
         self.encoder: nn.Module | None = None            # the encoder of a latent model (samples are decoded)
+        self.sampling: dict[str, Any] | None = None      # the sampler setting it was made for (a distilled student)
+        # sigma/alpha at t_min, where a consistency function is the identity (0: not one)
+        self.sigma_min = float(schedule.sigma_ratio(schedule.t_min)) if prediction.startswith("consistency_") else 0.0
 
     @property
     def num_classes(self) -> int:
@@ -72,7 +77,7 @@ class Denoiser(nn.Module):
         return int(getattr(self.net, "config", {}).get("num_classes", 0) or 0)
 
     def c_in(self, alpha: Tensor, sigma: Tensor) -> Tensor:
-        if self.prediction == "edm":
+        if param.base_prediction(self.prediction) == "edm":
             return param.edm_coefficients(alpha, sigma, self.sigma_data)[2]
         if self.schedule.variance_preserving:
             return torch.ones_like(alpha)
@@ -93,7 +98,7 @@ class Denoiser(nn.Module):
         t = as_time(t, x_t)
         a, s = self.schedule.alpha_sigma(t)
         out = self._net(x_t, t, a, s, cond).to(x_t.dtype)
-        x0 = param.to_x0(self.prediction, out, x_t, expand(a, x_t), expand(s, x_t), self.sigma_data)
+        x0 = param.to_x0(self.prediction, out, x_t, expand(a, x_t), expand(s, x_t), self.sigma_data, self.sigma_min)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0

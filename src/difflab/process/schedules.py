@@ -9,13 +9,16 @@ with log signal-to-noise ratio :math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)`
   step index i (0-based, as in DDPM code) sitting at :math:`t_i = (i + 1) / T`.
 * Variance-exploding (VE) schedules have :math:`\alpha_t = 1` and :math:`\sigma_t` from
   :math:`\sigma_{min}` to :math:`\sigma_{max}` (Song et al. 2021; Karras et al. 2022).
+* The linear interpolant of flow matching / rectified flow, :math:`\alpha_t = 1 - t`, :math:`\sigma_t = t`
+  (:class:`FlowSchedule`), is neither.
 
 All maths is done in float64; results come back in the dtype of ``t`` (float32 stays float32).
 
 References: Ho et al., DDPM, arXiv:2006.11239; Nichol & Dhariwal, arXiv:2102.09672;
 Jabri et al., arXiv:2212.11972 and Chen, arXiv:2301.10972 (sigmoid); Rombach et al.,
 arXiv:2112.10752 (scaled linear); Karras et al., EDM, arXiv:2206.00364; Song et al.,
-arXiv:2011.13456 (VE, VP SDE); Lin et al., arXiv:2305.08891 (zero terminal SNR).
+arXiv:2011.13456 (VE, VP SDE); Lin et al., arXiv:2305.08891 (zero terminal SNR); Lipman et al.,
+arXiv:2210.02747 and Liu et al., arXiv:2209.03003 (flow matching, rectified flow).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ..errors import DifflabError
 
 __all__ = [
     "Schedule", "VPSchedule", "LinearSchedule", "ScaledLinearSchedule", "CosineSchedule",
-    "SigmoidSchedule", "EDMSchedule", "VEGeometricSchedule", "DiscreteSchedule",
+    "SigmoidSchedule", "EDMSchedule", "VEGeometricSchedule", "FlowSchedule", "DiscreteSchedule",
     "ZeroTerminalSNR", "get_schedule", "schedule_from_spec", "schedule_from_config", "SCHEDULES",
 ]
 
@@ -304,6 +307,38 @@ class VEGeometricSchedule(Schedule):
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
+class FlowSchedule(Schedule):
+    r"""The linear interpolant of flow matching and rectified flow: :math:`x_t = (1 - t)x_0 + t\epsilon`,
+    :math:`\alpha_t = 1 - t`, :math:`\sigma_t = t` (Lipman et al., arXiv:2210.02747; Liu et al.,
+    arXiv:2209.03003; Esser et al., arXiv:2403.03206).  Its ODE velocity is
+    :math:`dx_t/dt = \epsilon - x_0` (the ``velocity`` parameterisation of :mod:`difflab.denoisers.param`).
+
+    Neither variance-preserving nor -exploding: :math:`\alpha_t^2 + \sigma_t^2 = 1 - 2t(1-t)`.  At t = 1
+    the signal vanishes (:math:`\alpha = 0`, log-SNR :math:`-\infty`); like the cosine schedule's
+    ``min_alpha_bar``, :math:`\alpha_t` is floored at ``alpha_min`` so that the log-SNR, its inversions,
+    :math:`\sigma/\alpha` and eps-type conversions stay finite there: the interpolant is exact for
+    :math:`t \le 1 - \alpha_{min}`.
+    """
+
+    name = "flow"
+    variance_preserving = False
+
+    def __init__(self, alpha_min: float = 1e-4):
+        if not 0 < alpha_min < 0.5:
+            raise DifflabError(f"flow schedule needs 0 < alpha_min < 0.5, got {alpha_min}")
+        self.alpha_min = alpha_min
+
+    def _alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return (1.0 - t).clamp_min(self.alpha_min), t.clone()
+
+    def betas(self, T: int) -> Tensor:
+        raise DifflabError(f"schedule {self.name!r} (the linear interpolant) is not variance-preserving and has "
+                           f"no beta table; use it in continuous time")
+
+    def _params(self) -> dict[str, Any]:
+        return {"alpha_min": self.alpha_min}
+
+
 class DiscreteSchedule(Schedule):
     r"""A DDPM table: betas :math:`\beta_0..\beta_{T-1}`, :math:`\bar\alpha_i = \prod_{j\le i}(1 - \beta_j)`.
 
@@ -421,7 +456,7 @@ def zero_terminal_snr_table(sched: DiscreteSchedule) -> DiscreteSchedule:
 
 SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls for cls in (LinearSchedule, ScaledLinearSchedule, CosineSchedule, SigmoidSchedule,
-                              EDMSchedule, VEGeometricSchedule)
+                              EDMSchedule, VEGeometricSchedule, FlowSchedule)
 }
 
 

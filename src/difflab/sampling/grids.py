@@ -4,7 +4,9 @@ r"""Time grids for sampling: decreasing tensors ``ts`` (float64) from the start 
   Lin et al. (arXiv:2305.08891, Table 2): ``leading`` (DDIM/diffusers default),
   ``trailing`` and ``linspace``; index i sits at :math:`t = (i+1)/T`.
 * Continuous schedules use ``uniform`` t, ``logsnr`` (uniform in log-SNR, as DPM-Solver), or
-  ``karras`` (:math:`\sigma_i^{1/\rho}` uniform, Karras et al. 2022, eq. 5).
+  ``karras`` (:math:`\sigma_i^{1/\rho}` uniform, Karras et al. 2022, eq. 5); ``trailing`` is
+  :math:`t_i = t_{max}(1 - i/N)`, the times the trailing spacing of a table hits when N divides T (the
+  grid of few-step students: :math:`1, \tfrac12` for 2 steps).
 
 A grid always ends with t = 0, meaning clean data: samplers return :math:`\hat x_0` there
 (:math:`\sigma = 0`) even for VE schedules whose :math:`\sigma(0) = \sigma_{min} > 0`.
@@ -63,11 +65,13 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: floa
         idx = discrete_timesteps(T, steps, "leading" if kind == "default" else kind)
         ts = schedule.index_to_t(idx)
     else:
-        if kind in SPACINGS:
+        if kind in SPACINGS and kind != "trailing":
             raise DifflabError(f"spacing {kind!r} applies to discrete-step schedules only")
         lo = t_min if t_min > 0 else schedule.t_min
         u = torch.linspace(0, 1, steps, dtype=torch.float64)
-        if kind in ("default", "uniform"):
+        if kind == "trailing":
+            ts = t_max * (1.0 - torch.arange(steps, dtype=torch.float64) / steps)
+        elif kind in ("default", "uniform"):
             ts = t_max + u * (lo - t_max)
         elif kind == "logsnr":
             l0, l1 = schedule.logsnr(torch.tensor(t_max, dtype=torch.float64)), schedule.logsnr(torch.tensor(lo, dtype=torch.float64))

@@ -46,6 +46,7 @@ FORMAT_VERSION = 1
 def model_config(denoiser: Denoiser, data_shape: tuple[int, ...], data_kind: str | None = None) -> dict[str, Any]:
     """What is needed to rebuild ``denoiser``: network, schedule, parameterisation, data kind and shape."""
     net = denoiser.net
+    sampling = getattr(denoiser, "sampling", None)
     return {
         "network": {"type": getattr(net, "network_type", "unet"), **net.config},
         "schedule": denoiser.schedule.config(),
@@ -55,6 +56,7 @@ def model_config(denoiser: Denoiser, data_shape: tuple[int, ...], data_kind: str
         "data_kind": data_kind or kind_of_shape(data_shape),
         "data_shape": list(data_shape),
         "classes": denoiser.classes,
+        **({"sampling": dict(sampling)} if sampling else {}),   # the default sampler of a distilled student
     }
 
 
@@ -65,6 +67,7 @@ def build_denoiser(cfg: dict[str, Any]) -> Denoiser:
         den = Denoiser(build_network(cfg["network"]), schedule_from_config(cfg["schedule"]),
                        cfg["prediction"], cfg.get("clip_x0"), cfg.get("sigma_data", 0.5))
         den.data_shape = tuple(cfg["data_shape"])
+        den.sampling = cfg.get("sampling")
     except KeyError as e:
         raise DifflabError(f"checkpoint config lacks the field {e}") from None
     den.classes = cfg.get("classes")

@@ -3,7 +3,9 @@ a step or wall-clock budget, JSONL logs, sample grids, atomic checkpoints, resum
 
 Randomness: one ``torch.Generator`` seeded with ``seed`` draws every batch index, t and noise, and
 the global RNG (dropout) is seeded too; both states are checkpointed, so a resumed run continues
-the same random streams.
+the same random streams.  t comes from the ``t_proposal`` (:func:`~difflab.process.propose_t`); a data
+set with ``noise`` gives each sample its paired noise (reflow); an ``objective`` replaces the denoising
+loss (distillation, :mod:`difflab.distill`) and keeps everything else of the loop.
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
 from ..data.kinds import Dataset
 from ..denoisers.denoiser import Denoiser
@@ -21,11 +24,12 @@ from ..encoders.attached import check_same_encoder, data_space, decode_samples
 from ..errors import DifflabError
 from ..io import atomic_write_json
 from ..losses import WEIGHTINGS, denoising_loss
+from ..process.proposals import T_PROPOSALS, propose_t
 from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
 from .session import LR_SCHEDULES, LoopConfig, RunResult, Session, with_overrides
 
-__all__ = ["TrainConfig", "TrainResult", "lr_at", "train", "LR_SCHEDULES"]
+__all__ = ["TrainConfig", "TrainResult", "Objective", "lr_at", "train", "LR_SCHEDULES"]
 
 @dataclass
 class TrainConfig(LoopConfig):
@@ -35,6 +39,9 @@ class TrainConfig(LoopConfig):
     ema_decay: float = 0.999
     weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
     min_snr_gamma: float = 5.0
+    t_proposal: str = "uniform"       # or "logit_normal" (Esser et al. 2024) with the two fields below
+    t_logit_mean: float = 0.0
+    t_logit_std: float = 1.0
     cond_drop: float = 0.1            # class-conditional models: fraction of labels replaced by the null label
     bf16: bool = False
     sample_n: int = 64
@@ -48,12 +55,29 @@ class TrainConfig(LoopConfig):
             raise DifflabError(f"label dropout (cond_drop) must be in [0, 1), got {self.cond_drop}")
         if self.weighting not in WEIGHTINGS:
             raise DifflabError(f"unknown loss weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+        if self.t_proposal not in T_PROPOSALS:
+            raise DifflabError(f"unknown t proposal {self.t_proposal!r}; choose from {', '.join(T_PROPOSALS)}")
+        if not self.t_logit_std > 0:
+            raise DifflabError(f"the logit-normal t proposal needs a std > 0, got {self.t_logit_std}")
 
 
 @dataclass
 class TrainResult(RunResult):
     final_loss: float = float("nan")
     ema: Denoiser | None = None       # the EMA denoiser, ready to sample from
+
+
+class Objective(Protocol):
+    """A loss that replaces the denoising loss (a distillation method): per-sample losses ``(B,)`` of
+    ``denoiser`` on a batch of clean ``x0`` (``cond``: its class labels, null where dropped), all randomness
+    drawn from ``generator`` (so a resumed run continues exactly); ``step`` and ``progress`` (the fraction of
+    the budget spent) drive curricula.
+    ``config()`` is recorded in the run's training information."""
+
+    def __call__(self, denoiser: Denoiser, x0: Tensor, generator: torch.Generator, step: int,
+                 progress: float, **cond: Any) -> Tensor: ...
+
+    def config(self) -> dict[str, Any]: ...
 
 
 def lr_at(cfg: LoopConfig, step: int, progress: float = 0.0) -> float:
@@ -82,12 +106,13 @@ def _conditioning_labels(denoiser: Denoiser, data: Dataset) -> torch.Tensor | No
 
 
 def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: TrainConfig | None = None,
-          resume: bool = False, **overrides: Any) -> TrainResult:
+          resume: bool = False, objective: Objective | None = None, **overrides: Any) -> TrainResult:
     """Train ``denoiser`` on ``data`` into the run folder ``out``.
 
     ``overrides`` are :class:`TrainConfig` fields (``train(den, data, "runs/x", steps=2000)``).
     With ``resume=True`` the latest checkpoint in ``out`` is loaded (weights, EMA, optimizer,
-    step, random streams) and training continues from its step.
+    step, random streams) and training continues from its step.  ``objective`` replaces the denoising
+    loss (:class:`Objective`).  Sample grids use ``denoiser.sampling`` when it is set (a student's sampler).
     """
     cfg = with_overrides(TrainConfig, config, overrides)
     out = Path(out)
@@ -121,10 +146,13 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     ema_den = Denoiser(ema.model, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
     ema_den.classes = denoiser.classes
     ema_den.data_shape, ema_den.data_kind = shape, data.kind
+    ema_den.sampling = getattr(denoiser, "sampling", None)
     if getattr(data, "encoder", None) is not None:  # latent data: samples are decoded for the grids
         ema_den.encoder = data.encoder
     train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
+    if objective is not None:
+        train_info["objective"] = objective.config()
     atomic_write_json(out / "run.json", {"training": train_info})
     x_all = data.x
 
@@ -140,8 +168,9 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         n = data.preview_n or cfg.sample_n
         # a conditional model shows its classes in turn (a grid of sample_n has rows of classes 0, 1, ...)
         cond = {"label": torch.arange(n) % denoiser.num_classes} if labels is not None else None
-        res = sample(ema_den, n=n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed, progress=False,
-                     batch_size=data.sample_batch_size, cond=cond)
+        setting = {"sampler": "ddim", "steps": cfg.sample_steps, **(getattr(denoiser, "sampling", None) or {})}
+        res = sample(ema_den, n=n, seed=cfg.seed, progress=False, batch_size=data.sample_batch_size, cond=cond,
+                     **setting)
         kind, x = data_space(ema_den)[0], decode_samples(ema_den, res.x)
         preview(kind, x, out / "samples" / f"{tag}.png", data=x_all if kind == data.kind else None, title=tag)
         net.train()
@@ -156,13 +185,19 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             if labels is not None:   # label dropout: the null label teaches the unconditional model (CFG)
                 drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_drop
                 cond["label"] = torch.where(drop, denoiser.num_classes, labels[idx])
-            t = denoiser.schedule.sample_t(cfg.batch_size, generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
-            lr = lr_at(cfg, step, session.fraction(step))
+            if objective is None:
+                t = propose_t(denoiser.schedule, cfg.batch_size, gen, cfg.t_proposal, cfg.t_logit_mean,
+                              cfg.t_logit_std)
+                eps = torch.randn(x0.shape, generator=gen) if data.noise is None else data.noise[idx]
+            progress = session.fraction(step)
+            lr = lr_at(cfg, step, progress)
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma, **cond).mean()
+                if objective is None:
+                    loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma, **cond).mean()
+                else:
+                    loss = objective(denoiser, x0, gen, step, progress, **cond).mean()
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
