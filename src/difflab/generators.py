@@ -11,11 +11,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from .errors import DifflabError
 
-__all__ = ["Generator", "DiffusionGenerator", "GENERATOR_LOADERS", "load_generator"]
+__all__ = ["Generator", "DiffusionGenerator", "GENERATOR_LOADERS", "load_generator", "sample_decoded"]
 
 
 @runtime_checkable
@@ -56,6 +57,21 @@ class DiffusionGenerator:
                      batch_size=self.batch_size, progress=self.progress, **self.options)
         self.nfe = res.nfe
         return res.x
+
+
+def sample_decoded(denoiser: Any, encoder: Any = None, n: int = 64, **sample_kw: Any) -> tuple[Any, Tensor, float]:
+    """Samples in data space: :func:`~difflab.sampling.sample` (``sample_kw``: sampler, steps, seed, cond, ...)
+    then ``encoder.decode`` (None: the model ran on the data itself).  Returns (the sampler's result,
+    the decoded samples, seconds of sampling and decoding together)."""
+    import time
+    from .sampling import sample
+    res = sample(denoiser, n=n, **sample_kw)
+    if encoder is None:
+        return res, res.x, res.seconds
+    start = time.perf_counter()
+    with torch.no_grad():
+        x = torch.cat([encoder.decode(res.x[i:i + 256]) for i in range(0, n, 256)])
+    return res, x, res.seconds + time.perf_counter() - start
 
 
 def _load_diffusion(path: str | os.PathLike, **options: Any) -> Generator:

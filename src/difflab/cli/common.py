@@ -44,13 +44,17 @@ def parse_opts(items: list[str] | None) -> dict:
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", choices=["mnist", "folder", "digits"], required=required,
+    p.add_argument("--data", choices=["mnist", "folder", "digits", "fsdd"], required=required,
                    default=None if required else "digits",
-                   help="mnist (IDX folder), folder (PNG/JPEG images) or digits (scikit-learn 8x8)")
+                   help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8) or fsdd "
+                        "(spoken digits, WAV folder)")
     p.add_argument("--data-dir", help="folder of the data set")
     p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")
     p.add_argument("--channels-in", type=int, choices=[1, 3], help="folder images: 1 grey, 3 RGB")
+    p.add_argument("--speakers", help="fsdd: the training speakers, e.g. george,jackson (default: all but the "
+                   "held-out one)")
+    p.add_argument("--holdout-speaker", default="theo", help="fsdd: the speaker kept for evaluation")
 
 
 def load_data(args: argparse.Namespace, index_range: str | None = None):
@@ -59,6 +63,9 @@ def load_data(args: argparse.Namespace, index_range: str | None = None):
     kw = {}
     if args.data == "folder":
         kw = {"channels": args.channels_in, "size": args.image_size}
+    if args.data == "fsdd":   # commands without --representation (classifier, eval) want the waveforms
+        kw = {"speakers": args.speakers, "holdout_speaker": args.holdout_speaker,
+              "representation": getattr(args, "representation", "wave")}
     return load_dataset(args.data, args.data_dir, index_range or args.index_range, **kw)
 
 

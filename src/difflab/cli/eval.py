@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.samples) == bool(args.checkpoint):
         raise DifflabError("give sample files (.npz from difflab sample) or --checkpoint RUN to sample from, not both")
+    if args.data == "fsdd":
+        return run_audio(args)
     train = load_dataset(args.data, args.data_dir, args.train_range)
     ref = load_dataset(args.data, args.data_dir, args.ref_range)
     model = feature_model(args)
@@ -66,6 +68,45 @@ def run(args: argparse.Namespace) -> int:
     res = aggregate(evaluate_sets(sets, train.x, ref.x, model, min_samples=args.min_samples,
                                   progress=not args.no_progress))
     print(format_table(res))
+    if args.out:
+        save_json(res, args.out)
+        print(f"results: {args.out}")
+    return 0
+
+
+def run_audio(args: argparse.Namespace) -> int:
+    """``difflab eval --data fsdd``: :func:`difflab.metrics.audio.evaluate_audio` of each sample set against
+    the held-out speaker (the classifier must be an audio one, trained on the training speakers)."""
+    from ..data import load_dataset
+    from ..metrics.audio import AudioCNN, evaluate_audio, format_audio_table, read_audio_samples, sample_audio_sets
+    from ..metrics.evaluate import aggregate, save_json
+
+    if not args.classifier:
+        raise DifflabError("audio evaluation needs --classifier DIR (difflab train-classifier --data fsdd)")
+    model = feature_model(args)
+    if not isinstance(model, AudioCNN):
+        raise DifflabError(f"{args.classifier} is not an audio classifier (train one with difflab train-classifier "
+                           f"--data fsdd)")
+    kw = {"speakers": args.speakers, "holdout_speaker": args.holdout_speaker}
+    train = load_dataset("fsdd", args.data_dir, **kw)
+    heldout = load_dataset("fsdd", args.data_dir, split="heldout", **kw)
+    if args.checkpoint:
+        from ..encoders import checkpoint_encoder
+        from ..train import load_checkpoint
+        ck = load_checkpoint(args.checkpoint)
+        sets = sample_audio_sets(ck.denoiser(args.weights), checkpoint_encoder(ck.config), ints(args.seeds), n=args.n,
+                                 sampler=args.sampler, steps=args.steps, grid=args.grid, batch_size=args.batch_size,
+                                 progress=not args.no_progress, **parse_opts(args.opt))
+    else:
+        sets = [(str(p), *read_audio_samples(Path(p)), i) for i, p in enumerate(args.samples)]
+    results = []
+    for label, x, y, vocoder, seed in sets:
+        r = evaluate_audio(x, model, train.x, train.labels, heldout.x, heldout.labels, labels=y, vocoder=vocoder,
+                           seed=seed, min_samples=args.min_samples, progress=not args.no_progress)
+        results.append({**r, "label": label})
+    res = aggregate(results)
+    for r in results:
+        print(f"{r['label']}:\n{format_audio_table(r)}")
     if args.out:
         save_json(res, args.out)
         print(f"results: {args.out}")

@@ -49,11 +49,16 @@ def load_denoiser(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.audio import real_time_factor
+    from ..encoders import checkpoint_encoder
+    from ..generators import sample_decoded
     from ..outputs import save_samples
-    from ..sampling import sample
+    from ..train import load_checkpoint
     from ..viz import trajectory_figure
 
     den = load_denoiser(args)
+    # a model trained on encoded data (log-mel spectrograms) decodes its samples (to audio)
+    encoder = checkpoint_encoder(load_checkpoint(args.checkpoint).config) if args.checkpoint else None
     opts = parse_opts(args.opt)
     if args.eta is not None:
         opts["eta"] = args.eta
@@ -61,16 +66,20 @@ def run(args: argparse.Namespace) -> int:
     if args.trajectory:
         k = args.trajectory_points
         traj_steps = sorted({round(i * (args.steps - 1) / (k - 1)) for i in range(k)})
-    res = sample(den, n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
-                 sigma_max=args.sigma_max, seed=args.seed,
-                 batch_size=args.batch_size, progress=not args.no_progress, trajectory=traj_steps, **opts)
+    res, x, seconds = sample_decoded(den, encoder, n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
+                                     sigma_max=args.sigma_max, seed=args.seed, batch_size=args.batch_size,
+                                     progress=not args.no_progress, trajectory=traj_steps, **opts)
+    kind = den.data_kind if encoder is None else encoder.data_kind
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
-    files = save_samples(den.data_kind, res.x, args.out, tag, each=args.save_images)
-    if "files" in files:
+    files = save_samples(kind, x, args.out, tag, each=args.save_images or None)
+    if "files" in files and kind != "audio":
         print(f"{args.n} files in {files['files']} (for pytorch-fid, clean-fid, torch-fidelity)")
     shown = ", ".join(str(files[k]) for k in ("preview", "arrays") if k in files)
-    print(f"{args.n} samples, {res.nfe} NFE each, {res.seconds:.1f}s "
-          f"({res.seconds / args.n * 1000:.1f} ms/sample): {shown}")
+    print(f"{args.n} samples, {res.nfe} NFE each, {seconds:.1f}s "
+          f"({seconds / args.n * 1000:.1f} ms/sample): {shown}")
+    if kind == "audio":
+        print(f"real-time factor {real_time_factor(seconds, x):.3f} (seconds of compute per second of audio, "
+              f"{'sampling and decoding' if encoder is not None else 'sampling'}); WAV files in {files['files']}")
     if args.trajectory:
         print(f"trajectory: {trajectory_figure(res.trajectory, f'{args.out}/{tag}_trajectory.png')}")
     return 0

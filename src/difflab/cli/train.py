@@ -22,6 +22,8 @@ def _betas(text: str) -> tuple[float, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
+    p.add_argument("--representation", choices=["mel", "wave"], default="mel",
+                   help="fsdd: diffuse log-mel spectrograms (decoded by Griffin-Lim) or waveforms")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, sample grids)")
     p.add_argument("--steps", type=int, help="total optimisation steps")
     p.add_argument("--minutes", type=float, help="wall-clock budget in minutes")

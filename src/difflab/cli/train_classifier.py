@@ -21,11 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..metrics import save_classifier, train_classifier
+    from ..metrics.audio import train_audio_classifier
     data = load_data(args)
     if data.labels is None:
         raise DifflabError(f"data set {data.name} has no labels; a classifier needs them")
-    net = train_classifier(data.x, data.labels, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                           progress=not args.no_progress)
+    fit = train_audio_classifier if data.kind == "audio" else train_classifier
+    net = fit(data.x, data.labels, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+              progress=not args.no_progress)
     out = save_classifier(net, args.out, {"data": data.name, **data.info, "steps": args.steps})
     print(f"classifier saved to {out}")
     return 0

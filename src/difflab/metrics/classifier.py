@@ -21,22 +21,25 @@ from ..data.pixels import to_unit
 from ..errors import DifflabError
 from ..io import check_format, load_bundle_tensors, read_json, save_bundle
 
-__all__ = ["ModuleExtractor", "SmallCNN", "train_classifier", "save_classifier", "load_classifier"]
+__all__ = ["ModuleExtractor", "SmallCNN", "CLASSIFIERS", "train_classifier", "save_classifier", "load_classifier"]
 
 FORMAT = "difflab-classifier"
 
 
 class ModuleExtractor:
-    """Features from any module ``fn(x in [-1, 1]) -> (N, ...)``, flattened, in batches, float64."""
+    """Features from any module ``fn(x in [-1, 1]) -> (N, ...)``, flattened, in batches, float64.
+    ``ndim``: the dimensions of its input (4: images ``(N, C, H, W)``; 3: audio ``(N, 1, L)``)."""
 
     def __init__(self, module: nn.Module | Callable[[Tensor], Tensor], dim: int | None = None, batch_size: int = 256,
-                 progress: bool = False, name: str = "module"):
+                 progress: bool = False, name: str = "module", ndim: int = 4):
         self.module, self.dim, self.batch_size, self.progress, self.name = module, dim, batch_size, progress, name
+        self.ndim = ndim
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
-        if images.ndim != 4:
-            raise DifflabError(f"feature extraction takes images (N, C, H, W), got shape {tuple(images.shape)}")
+        if images.ndim != self.ndim:
+            what = "images (N, C, H, W)" if self.ndim == 4 else f"inputs of {self.ndim} dimensions"
+            raise DifflabError(f"feature extraction takes {what}, got shape {tuple(images.shape)}")
         if isinstance(self.module, nn.Module):
             self.module.eval()
         out = []
@@ -83,14 +86,20 @@ class SmallCNN(nn.Module):
                           for i in range(0, images.shape[0], batch_size)])
 
 
+# classifier config "type" -> builder from the config (other modules add theirs: metrics.audio)
+CLASSIFIERS: dict[str, Callable[[dict], nn.Module]] = {
+    "small_cnn": lambda cfg: SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"])}
+
+
 def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, progress: bool = True) -> SmallCNN:
-    """Train :class:`SmallCNN` on images in [-1, 1] with small random shifts (AdamW, cosine LR)."""
+                     seed: int = 0, progress: bool = True, net: nn.Module | None = None) -> nn.Module:
+    """Train ``net`` (default :class:`SmallCNN`) on images in [-1, 1] with small random shifts (AdamW,
+    cosine LR)."""
     if labels is None:
         raise DifflabError("training a classifier needs labelled data")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = SmallCNN(x.shape[1], int(labels.max()) + 1)
+    net = SmallCNN(x.shape[1], int(labels.max()) + 1) if net is None else net
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     it = range(steps)
     if progress:
@@ -111,7 +120,7 @@ def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: i
     return net.eval()
 
 
-def save_classifier(net: SmallCNN, path: str | os.PathLike, info: dict | None = None) -> Path:
+def save_classifier(net: nn.Module, path: str | os.PathLike, info: dict | None = None) -> Path:
     """Write ``classifier.safetensors`` and ``classifier.json`` (format, architecture, SHA-256 of the
     weights, ``info``) into the folder ``path``, each atomically."""
     path = Path(path)
@@ -120,7 +129,7 @@ def save_classifier(net: SmallCNN, path: str | os.PathLike, info: dict | None = 
     return path
 
 
-def load_classifier(path: str | os.PathLike) -> SmallCNN:
+def load_classifier(path: str | os.PathLike) -> nn.Module:
     """The classifier in folder ``path``; a missing, corrupt or foreign file is refused by name."""
     path = Path(path)
     cfg_file = path / "classifier.json"
@@ -129,7 +138,10 @@ def load_classifier(path: str | os.PathLike) -> SmallCNN:
     cfg = read_json(cfg_file, "classifier config")
     check_format(cfg, FORMAT, (1,), cfg_file)
     try:
-        net = SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"])
+        kind = cfg.get("type", "small_cnn")
+        if kind not in CLASSIFIERS:
+            raise DifflabError(f"classifier config {cfg_file} names an unknown type {kind!r}")
+        net = CLASSIFIERS[kind](cfg)
     except KeyError as e:
         raise DifflabError(f"classifier config {cfg_file} is corrupt: it lacks {e}") from None
     state = load_bundle_tensors(path, cfg, "classifier.safetensors", what="classifier weights")
