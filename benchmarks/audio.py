@@ -3,9 +3,10 @@
     python benchmarks/audio.py [--minutes 30] [--n 500] [--representations mel] [--work runs/audio_bench]
 
 Full size (the numbers of BENCHMARKS.md "Spoken digits"): ``python benchmarks/audio.py --minutes 30``, on the
-idle 2-core machine about 30 min of training per representation, ~3 min for the classifier (1500 steps), then
-per representation ~5 min of sampling 500 clips (dpmpp_2m, 25 NFE, and 64 Griffin-Lim iterations each) and
-~4 min of evaluation (its vocoder floor runs Griffin-Lim on 500 more): about 45 minutes for ``mel``.
+idle 2-core machine 30 min of training per representation, ~2 min for the classifier (1500 steps), then
+~4 min of sampling 500 clips for ``mel`` (dpmpp_2m, 25 NFE, then 64 Griffin-Lim iterations each; ~10 min
+for ``wave``) and ~2 min of evaluation (its vocoder floor runs Griffin-Lim on 500 more): about 40 minutes
+for ``mel``, 45 more with ``--representations mel,wave``.
 ``--quick`` runs every phase end to end at toy sizes in seconds (what ``tests/test_audio_benchmark.py`` does).
 
 Data: FSDD (``../shared/data/fsdd/recordings``), recordings of george, jackson, lucas, nicolas and yweweler
@@ -16,11 +17,16 @@ finished ones):
 2. ``train_<rep>``: the ``difflab train --data fsdd`` recipe (cosine schedule, T = 1000, v-prediction,
    min-SNR-5, AdamW 2e-3 with 200 warm-up steps and a cosine decay over the budget, EMA 0.999, batch 32,
    x0 clipped to [-1, 1]) for ``--minutes``; class-conditional on the digit (label dropout by the trainer)
-   unless ``--unconditional``.  ``mel``: the default 3-level UNet (16, 32, 64) on (1, 64, 64) log-mels.
+   unless ``--unconditional``.  ``mel``: the default 3-level UNet (16, 32, 64) on (1, 64, 64) log-mels;
+   ``mel32``: the same on (1, 32, 64) log-mels of 32 bands (half the cost per step);
+   ``wave``: the default DiffWave-style :class:`~difflab.nn.wavenet.WaveNet` (32 channels, 12 layers) on
+   the (1, 8192) waveforms.
 3. ``sample_<rep>``: ``--n`` clips, sample i asked for digit i mod 10, with ``--sampler``/``--steps``; the
    real-time factor counts sampling and Griffin-Lim (seconds of compute per second of audio); the
    first 10 clips as WAV files and their spectrogram figure in ``WORK/<rep>_wavs/``.
-4. ``eval_<rep>``: :func:`difflab.metrics.audio.evaluate_audio`: requested-digit accuracy, FD/KID/precision/
+4. ``vocoder_examples``: five held-out recordings and their mel + Griffin-Lim round trips as WAV files and
+   a figure in ``WORK/vocoder_wavs/`` (``docs/audio/`` holds a copy).
+5. ``eval_<rep>``: :func:`difflab.metrics.audio.evaluate_audio`: requested-digit accuracy, FD/KID/precision/
    recall against the held-out speaker, beside the real-vs-real floor and the vocoder floor.
 
 Targets (issue 18): requested-digit accuracy >= 90 %, real-time factor < 1 at the chosen NFE.
@@ -39,16 +45,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 RECIPE = dict(batch_size=32, lr=2e-3, warmup=200, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
               weighting="min_snr")
-NETWORKS = {"mel": {}}      # representation -> network options over difflab's default for its shape
-QUICK = dict(index_range="0:40", train_steps=2, classifier_steps=3, n=10, steps=2, network={"channels": [8, 16],
-             "attention_levels": [1]}, griffin_lim_iters=2)
+# representation -> (data representation, mel encoder options, network options over the default for its shape)
+REPRESENTATIONS = {"mel": ("mel", {}, {}), "mel32": ("mel", {"n_mels": 32}, {}), "wave": ("wave", {}, {})}
+QUICK = dict(index_range="0:40", train_steps=2, classifier_steps=3, n=10, steps=2, griffin_lim_iters=2,
+             networks={"mel": {"channels": [8, 16], "attention_levels": [], "mid_attention": False},
+                       "mel32": {"channels": [8, 16], "attention_levels": [], "mid_attention": False},
+                       "wave": {"channels": 8, "layers": 4, "time_embed_dim": 16}})
 
 
-def _data(a, split: str = "train", representation: str = "wave"):
+def _data(a, split: str = "train", rep: str = "wave"):
     from difflab.data import load_dataset
-    enc = {"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick and representation == "mel" else None
+    representation, enc, _ = REPRESENTATIONS[rep]
+    kw = {"encoder": {**enc, **({"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick else {})}} \
+        if representation == "mel" else {}
     rng = QUICK["index_range"] if a.quick and split == "train" else None
-    kw = {"encoder": enc} if enc else {}
     return load_dataset("fsdd", a.data_dir, rng, split=split, representation=representation, **kw)
 
 
@@ -67,13 +77,14 @@ def phase_classifier(a, work: Path) -> dict:
 def phase_train(a, work: Path, rep: str) -> dict:
     from difflab.denoisers import create_denoiser
     from difflab.train import TrainConfig, train
-    data = _data(a, representation=rep)
-    network = dict(QUICK["network"] if a.quick else NETWORKS[rep])
+    data = _data(a, rep=rep)
+    network = dict(QUICK["networks"][rep] if a.quick else REPRESENTATIONS[rep][2])
     if not a.unconditional:
         network["num_classes"] = data.num_classes
     den = create_denoiser(data.shape, network, "cosine", 1000, "v", clip_x0=1.0, seed=a.seed)
     budget = {"steps": QUICK["train_steps"]} if a.quick else {"minutes": a.minutes}
-    cfg = TrainConfig(**budget, **RECIPE, seed=a.seed, sample_every=0, progress=not a.no_progress)
+    cfg = TrainConfig(**budget, **RECIPE, seed=a.seed, sample_every=0, sample_steps=2 if a.quick else 50,
+                      progress=not a.no_progress)
     res = train(den, data, work / f"run_{rep}", cfg)
     return {"steps": res.step, "seconds": res.seconds, "it_per_s": res.it_per_s, "final_loss": res.final_loss,
             "parameters": sum(p.numel() for p in den.net.parameters()), "conditional": not a.unconditional}
@@ -101,6 +112,26 @@ def phase_sample(a, work: Path, rep: str) -> dict:
         write_wav(wavs / f"{name}.wav", x[i], 8000)
     audio_figure(x[:len(names)], wavs / "spectrograms.png", 8000, titles=names, cols=5)
     return {"n": n, "sampler": a.sampler, "steps": steps, "seconds": seconds, "rtf": real_time_factor(seconds, x)}
+
+
+def phase_vocoder_examples(a, work: Path) -> dict:
+    """Five held-out recordings (digits 0-4) as recorded and through the mel encoder and Griffin-Lim, as WAV
+    files and one figure (``WORK/vocoder_wavs/``): what the vocoder alone does to real speech."""
+    from difflab.data.audio import write_wav
+    from difflab.encoders import MelEncoder
+    from difflab.viz import audio_figure
+    held = _data(a, "heldout")
+    pick = torch.stack([(held.labels == d).nonzero()[0, 0] for d in range(5)])
+    real = held.x[pick]
+    enc = MelEncoder(**({"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick else {}))
+    vocoded = enc.decode(enc.encode(real))
+    out = work / "vocoder_wavs"
+    names = [f"real_{d}" for d in range(5)] + [f"vocoded_{d}" for d in range(5)]
+    for name, x in zip(names, torch.cat([real, vocoded])):
+        write_wav(out / f"{name}.wav", x, 8000)
+    audio_figure(torch.cat([real, vocoded]), out / "real_vs_vocoded.png", 8000, cols=5,
+                 titles=[f"{held.names[int(i)]}" for i in pick] + [f"vocoded {d}" for d in range(5)])
+    return {"recordings": [held.names[int(i)] for i in pick]}
 
 
 def phase_eval(a, work: Path, rep: str) -> dict:
@@ -149,7 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
     ap.add_argument("--work", default="runs/audio_bench")
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget per representation")
-    ap.add_argument("--representations", default="mel", help=f"comma-separated, of {', '.join(NETWORKS)}")
+    ap.add_argument("--representations", default="mel", help=f"comma-separated, of {', '.join(REPRESENTATIONS)}")
     ap.add_argument("--n", type=int, default=500, help="generated clips (50 per digit)")
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--steps", type=int, default=25)
@@ -160,12 +191,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     reps = [r.strip() for r in a.representations.split(",") if r.strip()]
-    unknown = [r for r in reps if r not in NETWORKS]
+    unknown = [r for r in reps if r not in REPRESENTATIONS]
     if unknown:
-        ap.error(f"unknown representation(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
+        ap.error(f"unknown representation(s) {', '.join(unknown)}; choose from {', '.join(REPRESENTATIONS)}")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     clf = run_phase(a, work, "classifier", phase_classifier)
+    run_phase(a, work, "vocoder_examples", phase_vocoder_examples)
     results = {}
     for rep in reps:
         results[rep] = {"train": run_phase(a, work, f"train_{rep}", phase_train, rep),

@@ -12,14 +12,16 @@ from difflab.data.audio import read_wav
 from difflab.encoders import MelEncoder, checkpoint_encoder
 from difflab.errors import DifflabError
 from difflab.metrics import load_classifier, save_classifier
-from difflab.metrics.audio import AudioCNN, evaluate_audio, format_audio_table, sample_audio_sets, train_audio_classifier
+from difflab.metrics.audio import (AudioCNN, evaluate_audio, format_audio_table, sample_audio_sets,
+                                   train_audio_classifier)
 from difflab.train import load_checkpoint
 
 
 def test_train_sample_eval_on_spoken_digits(fsdd_dir, tmp_path, capsys):
     run, clf, out = tmp_path / "run", tmp_path / "clf", tmp_path / "s"
     data = ["--data", "fsdd", "--data-dir", str(fsdd_dir)]
-    assert main(["train", *data, "--index-range", "0:40", "--steps", "2", "--batch-size", "4", "--channels", "8,16", "--attention-levels", "1",
+    assert main(["train", *data, "--index-range", "0:40", "--steps", "2", "--batch-size", "4", "--channels", "8,16",
+                 "--attention-levels", "",
                  "--sample-every", "0", "--out", str(run), "--no-progress"]) == 0
     ck = load_checkpoint(run)
     assert ck.config["data_kind"] == "mel" and ck.config["data_shape"] == [1, 64, 64]
@@ -46,6 +48,11 @@ def test_train_sample_eval_on_spoken_digits(fsdd_dir, tmp_path, capsys):
     r = json.loads(res.read_text())
     assert r["n"] == 10 and r["n_reference"] == 500 and r["accuracy_samples"] is None   # unconditional: no request
     assert all(f"fd_{k}" in r for k in ("samples", "floor", "vocoder")) and 0 <= r["accuracy_floor"] <= 1
+    with pytest.warns(UserWarning, match="biased upward"):   # or sampled from the run itself, per seed
+        assert main(["eval", *data, "--checkpoint", str(run), "--sampler", "ddim", "--steps", "2", "--n", "10",
+                     "--seeds", "0,1", "--classifier", str(clf), "--out", str(res), "--no-progress"]) == 0
+    r = json.loads(res.read_text())
+    assert len(r["runs"]) == 2 and r["fd_samples_runs_std"] > 0 and "seed 1" in capsys.readouterr().out
 
 
 def test_audio_eval_user_errors(fsdd_dir, tmp_path, capsys):

@@ -54,9 +54,17 @@ def from_int16(a: np.ndarray | Tensor) -> Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.int16)).float() / 32768.0
 
 
+def _wavfile():
+    try:
+        from scipy.io import wavfile
+    except ImportError:
+        raise DifflabError("WAV files need scipy: pip install 'difflab[audio]'") from None
+    return wavfile
+
+
 def read_wav(path: str | os.PathLike) -> tuple[int, np.ndarray]:
     """(sample rate, int16 samples ``(L,)`` or ``(L, channels)``) of a 16-bit PCM WAV file."""
-    from scipy.io import wavfile
+    wavfile = _wavfile()
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -65,7 +73,8 @@ def read_wav(path: str | os.PathLike) -> tuple[int, np.ndarray]:
     except FileNotFoundError:
         raise DifflabError(f"WAV file not found: {path}") from None
     except Exception as e:   # scipy raises ValueError, EOFError, struct.error, even UnboundLocalError on junk
-        raise DifflabError(f"cannot read WAV {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DifflabError(f"cannot read WAV {path}: {why}") from None
     if a.dtype != np.int16:
         raise DifflabError(f"{path} holds {a.dtype} samples; difflab reads 16-bit PCM WAV files")
     return int(rate), a
@@ -73,7 +82,7 @@ def read_wav(path: str | os.PathLike) -> tuple[int, np.ndarray]:
 
 def write_wav(path: str | os.PathLike, x: Tensor | np.ndarray, sample_rate: int) -> Path:
     """Write mono audio ``(L,)`` or ``(1, L)`` (float in [-1, 1], or int16) as 16-bit PCM, atomically."""
-    from scipy.io import wavfile
+    wavfile = _wavfile()
     a = np.asarray(x) if isinstance(x, np.ndarray) and x.dtype == np.int16 else to_int16(x)
     a = a.reshape(-1) if a.ndim == 2 and a.shape[0] == 1 else a
     if a.ndim != 1:

@@ -92,7 +92,7 @@ class AudioData(Dataset):
     names: list[str] | None = None
     kind: ClassVar[str] = "audio"
     clip_x0: ClassVar[float | None] = 1.0
-    preview_n: ClassVar[int | None] = 16
+    preview_n: ClassVar[int | None] = 8        # a figure of 8 spectrograms and waveforms
     sample_batch_size: ClassVar[int] = 64
     sample_rate: ClassVar[int] = 8000
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DifflabError
+from ..io import build_registered
 from .base import Encoder, IdentityEncoder
 from .mel import MelEncoder
 
@@ -18,14 +19,7 @@ ENCODERS: dict[str, type[Encoder]] = {"identity": IdentityEncoder, "mel": MelEnc
 
 def build_encoder(cfg: dict[str, Any]) -> Encoder:
     """The encoder of ``cfg`` (an ``Encoder.config()``: ``{"name": ..., **options}``)."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    if name not in ENCODERS:
-        raise DifflabError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
-    try:
-        return ENCODERS[name](**cfg)
-    except TypeError as e:
-        raise DifflabError(f"bad {name} encoder config: {e}") from None
+    return build_registered(ENCODERS, cfg, "name", "encoder")
 
 
 def checkpoint_encoder(config: dict[str, Any]) -> Encoder | None:

@@ -198,7 +198,8 @@ class MelEncoder(Encoder):
         c, L = data_shape
         hop = self.params["hop_length"]
         if c != 1 or L % hop:
-            raise DifflabError(f"mel encoder takes mono audio (1, L) with L a multiple of {hop}, got {tuple(data_shape)}")
+            raise DifflabError(f"mel encoder takes mono audio (1, L) with L a multiple of {hop}, "
+                               f"got {tuple(data_shape)}")
         return (1, self.params["n_mels"], L // hop)
 
     def data_shape(self, latent_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -240,5 +241,6 @@ class MelEncoder(Encoder):
 
     def _decode(self, z: Tensor) -> Tensor:
         if z.ndim != 4 or z.shape[1] != 1 or z.shape[2] != self.params["n_mels"]:
-            raise DifflabError(f"mel decoder takes codes (N, 1, {self.params['n_mels']}, T), got shape {tuple(z.shape)}")
+            raise DifflabError(f"mel decoder takes codes (N, 1, {self.params['n_mels']}, T), "
+                               f"got shape {tuple(z.shape)}")
         return self.vocode(self.linear_from_code(z))

@@ -5,24 +5,18 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import DifflabError
+from ..io import build_registered
 from .defaults import default_network
 from .mlp import MLP
 from .unet import UNet, timestep_embedding
+from .wavenet import WaveNet
 
-NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP, "wavenet": WaveNet}
 
 
 def build_network(cfg: dict[str, Any]) -> nn.Module:
     """Build a network from ``{"type": name, **kwargs}`` (checkpoint configs, :func:`default_network`)."""
-    cfg = dict(cfg)
-    kind = cfg.pop("type", "unet")
-    if kind not in NETWORKS:
-        raise DifflabError(f"unknown network type {kind!r}; choose from {', '.join(NETWORKS)}")
-    try:
-        return NETWORKS[kind](**cfg)
-    except TypeError as e:
-        raise DifflabError(f"bad network config: {e}") from None
+    return build_registered(NETWORKS, cfg, "type", "network", default="unet")
 
 
-__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "default_network", "NETWORKS"]
+__all__ = ["MLP", "UNet", "WaveNet", "timestep_embedding", "build_network", "default_network", "NETWORKS"]
