@@ -238,7 +238,7 @@ def audio_figure(waves: Tensor, path: str | os.PathLike, sample_rate: int, title
     db = (db - db.max()).clamp_min(-80.0).numpy()
     cols = min(n, cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.3), squeeze=False,
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.6 * cols, 2.7 * rows + 0.3), squeeze=False,
                              gridspec_kw={"height_ratios": [2.2, 1] * rows})
     for ax in axes.flat:
         ax.axis("off")
@@ -249,7 +249,7 @@ def audio_figure(waves: Tensor, path: str | os.PathLike, sample_rate: int, title
         ax.axis("on")
         ax.imshow(db[k], origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=(0, dur, 0, nyq))
         ax.set_title(titles[k] if titles else f"#{k}", fontsize=8)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=6, labelbottom=False)   # the waveform below carries the time axis
         if c == 0:
             ax.set_ylabel("kHz", fontsize=7)
         ax = axes[2 * r + 1, c]

@@ -173,7 +173,7 @@ def evaluate_audio(samples: Tensor, classifier: AudioCNN, train: Tensor, train_l
         raise DifflabError(f"{labels.shape[0]} labels for {n} samples")
     if n < min_samples:
         warnings.warn(f"{n} samples: FD and KID are biased upward at this count; compare only scores at the same "
-                      f"count (the floors below are at {n})", stacklevel=2)
+                      f"count (the floors below are at {n})", stacklevel=3)   # past torch.no_grad's wrapper
     ext = classifier.extractor(progress=progress)
     f_ref = ext(heldout)
     ref_stats = gaussian_stats(f_ref)
@@ -226,7 +226,7 @@ def format_audio_table(res: dict[str, Any]) -> str:
         voc = res.get("accuracy_heldout_vocoder")
         lines.append(f"{'classifier, held-out real':<26}{100 * res['accuracy_heldout']:>14.1f}%"
                      + ("" if voc is None else f"   (through the vocoder: {100 * voc:.1f}%)"))
-    lines.append(f"{'class entropy (nats)':<26}{res['class_entropy']:>15.3f}   (log 10 = 2.303: balanced)")
+    lines.append(f"{'class entropy (nats)':<26}{res['class_entropy'] + 0.0:>15.3f}   (log 10 = 2.303: balanced)")
     lines.append(f"{'nearest-train ratio':<26}{res['memorisation']['ratio']:>15.3f}   "
                  f"(samples / held-out, 1 = no copying)")
     lines.append(f"features: {res['extractor']}; n = {res['n']} samples, {res['n_reference']} reference recordings "
