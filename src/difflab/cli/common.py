@@ -43,18 +43,20 @@ def parse_opts(items: list[str] | None) -> dict:
     return opts
 
 
-def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", choices=["mnist", "folder", "digits", "fsdd"], required=required,
+def add_data_args(p: argparse.ArgumentParser, required: bool = True, audio: bool = False) -> None:
+    """The data options; ``audio``: the command also takes FSDD (``--data fsdd`` and its speaker options)."""
+    p.add_argument("--data", choices=["mnist", "folder", "digits"] + ["fsdd"] * audio, required=required,
                    default=None if required else "digits",
-                   help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8) or fsdd "
-                        "(spoken digits, WAV folder)")
+                   help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8)"
+                        + " or fsdd (spoken digits, WAV folder)" * audio)
     p.add_argument("--data-dir", help="folder of the data set")
     p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")
     p.add_argument("--channels-in", type=int, choices=[1, 3], help="folder images: 1 grey, 3 RGB")
-    p.add_argument("--speakers", help="fsdd: the training speakers, e.g. george,jackson (default: all but the "
-                   "held-out one)")
-    p.add_argument("--holdout-speaker", default="theo", help="fsdd: the speaker kept for evaluation")
+    if audio:
+        p.add_argument("--speakers", help="fsdd: the training speakers, e.g. george,jackson (default: all but the "
+                       "held-out one)")
+        p.add_argument("--holdout-speaker", default="theo", help="fsdd: the speaker kept for evaluation")
 
 
 def load_data(args: argparse.Namespace, index_range: str | None = None):

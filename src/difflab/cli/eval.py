@@ -13,7 +13,7 @@ HELP = "score samples (.npz files, or drawn from --checkpoint per seed) against 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("samples", nargs="*", help=".npz files written by difflab sample (several: mean +- std)")
-    add_data_args(p)
+    add_data_args(p, audio=True)
     p.add_argument("--train-range", default="0:8000", help="training images (floor, memorisation)")
     p.add_argument("--ref-range", default="8000:10000", help="held-out reference images")
     p.add_argument("--classifier", help="features and class probabilities of a difflab train-classifier folder")

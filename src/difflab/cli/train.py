@@ -21,7 +21,7 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
+    add_data_args(p, audio=True)
     p.add_argument("--representation", choices=["mel", "wave"], default="mel",
                    help="fsdd: diffuse log-mel spectrograms (decoded by Griffin-Lim) or waveforms")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, sample grids)")

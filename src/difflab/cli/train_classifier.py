@@ -11,7 +11,7 @@ HELP = "train the small CNN used as feature extractor for evaluation"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
+    add_data_args(p, audio=True)
     p.add_argument("--out", required=True, help="folder for classifier.json + classifier.safetensors")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=128)
