@@ -21,7 +21,8 @@ finished ones):
    ``mel32``: the same on (1, 32, 64) log-mels of 32 bands (half the cost per step);
    ``wave``: the default DiffWave-style :class:`~difflab.nn.wavenet.WaveNet` (32 channels, 12 layers) on
    the (1, 8192) waveforms.
-3. ``sample_<rep>``: ``--n`` clips, sample i asked for digit i mod 10, with ``--sampler``/``--steps``; the
+3. ``sample_<rep>``: ``--n`` clips, sample i asked for digit i mod 10, with ``--sampler``/``--steps`` (and
+   ``--guidance W``: classifier-free guidance, two network evaluations a step); the
    real-time factor counts sampling and Griffin-Lim (seconds of compute per second of audio); the
    first 10 clips as WAV files and their spectrogram figure in ``WORK/<rep>_wavs/``.
 4. ``vocoder_examples``: five held-out recordings and their mel + Griffin-Lim round trips as WAV files and
@@ -55,11 +56,13 @@ QUICK = dict(index_range="0:40", train_steps=2, classifier_steps=3, n=10, steps=
 
 def _data(a, split: str = "train", rep: str = "wave"):
     from difflab.data import load_dataset
+    from difflab.encoders.mel import mel_dataset
     representation, enc, _ = REPRESENTATIONS[rep]
-    kw = {"encoder": {**enc, **({"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick else {})}} \
-        if representation == "mel" else {}
-    rng = QUICK["index_range"] if a.quick and split == "train" else None
-    return load_dataset("fsdd", a.data_dir, rng, split=split, representation=representation, **kw)
+    data = load_dataset("fsdd", a.data_dir, QUICK["index_range"] if a.quick and split == "train" else None,
+                        split=split)
+    if representation == "wave":
+        return data
+    return mel_dataset(data, **enc, **({"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick else {}))
 
 
 def phase_classifier(a, work: Path) -> dict:
@@ -93,15 +96,16 @@ def phase_train(a, work: Path, rep: str) -> dict:
 def phase_sample(a, work: Path, rep: str) -> dict:
     import numpy as np
     from difflab.data.audio import real_time_factor, write_wav
-    from difflab.encoders import checkpoint_encoder
     from difflab.metrics.audio import sample_audio_sets
     from difflab.train import load_checkpoint
     from difflab.viz import audio_figure
-    ck = load_checkpoint(work / f"run_{rep}")
-    den, enc = ck.denoiser("ema"), checkpoint_encoder(ck.config)
+    from difflab.guidance import guided_denoiser
+    den = load_checkpoint(work / f"run_{rep}").denoiser("ema")     # a mel model carries its encoder
+    if a.guidance != 1.0:    # classifier-free guidance: two network evaluations a step
+        den = guided_denoiser(den, a.guidance)
     n, steps = (QUICK["n"], QUICK["steps"]) if a.quick else (a.n, a.steps)
     start = time.perf_counter()
-    (_, x, labels, _, _), = sample_audio_sets(den, enc, [a.seed], n=n, sampler=a.sampler, steps=steps,
+    (_, x, labels, _, _), = sample_audio_sets(den, [a.seed], n=n, sampler=a.sampler, steps=steps,
                                               progress=not a.no_progress)
     seconds = time.perf_counter() - start
     np.savez_compressed(work / f"samples_{rep}.npz", samples=x.numpy(),
@@ -111,7 +115,8 @@ def phase_sample(a, work: Path, rep: str) -> dict:
     for i, name in enumerate(names):
         write_wav(wavs / f"{name}.wav", x[i], 8000)
     audio_figure(x[:len(names)], wavs / "spectrograms.png", 8000, titles=names, cols=5)
-    return {"n": n, "sampler": a.sampler, "steps": steps, "seconds": seconds, "rtf": real_time_factor(seconds, x)}
+    return {"n": n, "sampler": a.sampler, "steps": steps, "guidance": a.guidance, "seconds": seconds,
+            "rtf": real_time_factor(seconds, x)}
 
 
 def phase_vocoder_examples(a, work: Path) -> dict:
@@ -136,7 +141,7 @@ def phase_vocoder_examples(a, work: Path) -> dict:
 
 def phase_eval(a, work: Path, rep: str) -> dict:
     import numpy as np
-    from difflab.encoders import checkpoint_encoder
+    from difflab.encoders import MelEncoder
     from difflab.metrics import load_classifier
     from difflab.metrics.audio import evaluate_audio
     from difflab.train import load_checkpoint
@@ -144,9 +149,8 @@ def phase_eval(a, work: Path, rep: str) -> dict:
     with np.load(work / f"samples_{rep}.npz") as f:
         x = torch.from_numpy(f["samples"])
         labels = torch.from_numpy(f["labels"]) if "labels" in f.files else None
-    enc = checkpoint_encoder(load_checkpoint(work / f"run_{rep}").config)
+    enc = load_checkpoint(work / f"run_{rep}").encoder()
     if enc is None:     # a waveform model: the vocoder floor of the default mel encoder, for comparison
-        from difflab.encoders import MelEncoder
         enc = MelEncoder(**({"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick else {}))
     return evaluate_audio(x, load_classifier(work / "classifier"), train.x, train.labels, held.x, held.labels,
                           labels=labels, vocoder=enc, seed=a.seed, min_samples=10 if a.quick else 500)
@@ -185,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--classifier-steps", type=int, default=1500)
+    ap.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance scale when sampling (1: none; >1 doubles the NFE per step)")
     ap.add_argument("--unconditional", action="store_true", help="train without the digit labels")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="every phase at toy sizes (seconds)")

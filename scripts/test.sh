@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# headless Chromium for the explorer's browser tests; without it they skip and say why
+bash scripts/setup_browser.sh || echo "scripts/setup_browser.sh failed: the browser tests will skip" >&2
 exec .venv/bin/python -m pytest -q "$@"

@@ -56,12 +56,15 @@ def test_fsdd_real_recordings(fsdd_dir):
 
 
 def test_fsdd_mel_representation_carries_labels_and_its_encoder(fsdd_dir):
-    m = load_dataset("fsdd", str(fsdd_dir), "0:20", representation="mel")
+    from difflab.encoders.mel import mel_dataset
+    m = mel_dataset(load_dataset("fsdd", str(fsdd_dir), "0:20"))
     assert isinstance(m, MelData) and m.kind == "mel" and m.x.shape == (20, 1, 64, 64)
     assert m.labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5 and m.classes == FSDD_CLASSES
-    assert m.info["encoder"]["name"] == "mel" and m.info["encoder_digest"] == m.encoder.digest()
+    assert m.encoder.name == "mel" and m.encoder.data_shape == (1, 8192) and m.waveforms.shape == (20, 1, 8192)
     torch.testing.assert_close(m.x, m.encoder.encode(m.waveforms))
     assert -1 <= m.x.min() and m.x.max() <= 1
+    with pytest.raises(DifflabError, match="made of audio, not of images"):
+        mel_dataset(load_dataset("digits", index_range="0:4"))
 
 
 def _fake_fsdd(folder, n=3):

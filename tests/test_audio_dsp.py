@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from difflab.data.audio import FSDD_SPEAKERS, fit_length, from_int16, read_wav
-from difflab.encoders import MelEncoder, build_encoder, checkpoint_encoder
+from difflab.encoders import MelEncoder, load_encoder
 from difflab.encoders.mel import (griffin_lim, hz_to_mel, istft, mel_filterbank, mel_to_hz, mel_to_linear,
                                   spectral_convergence, stft)
 from difflab.errors import DifflabError
@@ -120,15 +120,19 @@ def test_mel_encoder_codes_decode_and_config(clips):
     # the decoded audio has (nearly) the mel spectrogram it was decoded from
     mel_sc = (enc.mel(x) - enc.mel(clips)).flatten(1).norm(dim=1) / enc.mel(clips).flatten(1).norm(dim=1)
     assert mel_sc.max() < 0.15
-    again = build_encoder(enc.config())
-    assert isinstance(again, MelEncoder) and again.digest() == enc.digest() != MelEncoder(n_mels=32).digest()
+    again = MelEncoder.from_config(enc.config())
+    assert again.digest() == enc.digest() != MelEncoder(n_mels=32).digest()
     torch.testing.assert_close(again.encode(clips), z)
-    cfg = {"training": {"data": {"encoder": enc.config(), "encoder_digest": enc.digest()}}}
-    assert checkpoint_encoder(cfg).digest() == enc.digest() and checkpoint_encoder({"training": {}}) is None
-    cfg["training"]["data"]["encoder_digest"] = "0" * 64
-    with pytest.raises(DifflabError, match="does not match its recorded digest"):
-        checkpoint_encoder(cfg)
-    with pytest.raises(DifflabError, match="unknown encoder"):
-        build_encoder({"name": "wavelet"})
+    # what a checkpoint records (encoders.attached): the config alone rebuilds it, a changed one is refused
+    record = {"name": "mel", "config": enc.config(), "digest": enc.digest()}
+    assert load_encoder(record).digest() == enc.digest()
+    with pytest.raises(DifflabError, match="is not the one this model was trained with"):
+        load_encoder({**record, "config": {**enc.config(), "griffin_lim_iters": 8}})
+    with pytest.raises(DifflabError, match="bad mel encoder config"):
+        MelEncoder.from_config({"name": "mel", "colour": "red"})
+    with pytest.raises(DifflabError, match=r"takes waveforms \(N, 1, 8192\)"):
+        enc.encode(torch.zeros(2, 1, 4096))
     with pytest.raises(DifflabError, match="windows would not overlap"):
-        MelEncoder(n_fft=256, hop_length=200)
+        MelEncoder(n_fft=256, hop_length=128 + 8, length=136 * 8)
+    with pytest.raises(DifflabError, match="must be a multiple of the hop"):
+        MelEncoder(length=8000)

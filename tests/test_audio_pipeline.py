@@ -9,7 +9,7 @@ import torch
 from difflab.cli import main
 from difflab.data import load_dataset
 from difflab.data.audio import read_wav
-from difflab.encoders import MelEncoder, checkpoint_encoder
+from difflab.encoders import MelEncoder
 from difflab.errors import DifflabError
 from difflab.metrics import load_classifier, save_classifier
 from difflab.metrics.audio import (AudioCNN, evaluate_audio, format_audio_table, sample_audio_sets,
@@ -25,8 +25,9 @@ def test_train_sample_eval_on_spoken_digits(fsdd_dir, tmp_path, capsys):
                  "--sample-every", "0", "--out", str(run), "--no-progress"]) == 0
     ck = load_checkpoint(run)
     assert ck.config["data_kind"] == "mel" and ck.config["data_shape"] == [1, 64, 64]
-    assert checkpoint_encoder(ck.config).digest() == MelEncoder().digest()     # the encoder travels with the run
-    assert (run / "samples" / "step_0000002.png").exists()                    # the training preview (spectrograms)
+    assert ck.config["encoder"]["name"] == "mel" and "path" not in ck.config["encoder"]   # the config is enough
+    assert ck.denoiser().encoder.digest() == MelEncoder().digest()           # the encoder travels with the run
+    assert (run / "samples" / "step_0000002.png").exists()                    # the training preview (decoded)
     assert main(["sample", str(run), "--sampler", "ddim", "--steps", "2", "--n", "10", "--out", str(out),
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -115,7 +116,7 @@ class _CondDenoiser(torch.nn.Module):
     def __init__(self, means, schedule):
         super().__init__()
         self.means, self.schedule, self.num_classes, self.seen = means, schedule, 10, []
-        self.data_shape = tuple(means.shape[1:])
+        self.data_shape, self.data_kind = tuple(means.shape[1:]), "mel"
 
     def forward(self, x, t, label=None):
         self.seen.append(label.clone())
@@ -131,7 +132,31 @@ def test_conditional_samples_carry_their_requested_digits(small_fsdd):
     z = enc.encode(train.x)
     means = torch.stack([z[train.labels == k].mean(0) for k in range(10)])
     den = _CondDenoiser(means, dl.get_schedule("cosine", T=1000))
-    (name, x, labels, vocoder, seed), = sample_audio_sets(den, enc, [0], n=12, sampler="ddim", steps=2,
-                                                          progress=False)
+    den.encoder = enc
+    (name, x, labels, vocoder, seed), = sample_audio_sets(den, [0], n=12, sampler="ddim", steps=2, progress=False)
     assert labels.tolist() == [i % 10 for i in range(12)] and vocoder is enc and x.shape == (12, 1, 8192)
     assert all(torch.equal(s, labels) for s in den.seen)
+
+
+def test_class_conditional_mel_model_end_to_end(fsdd_dir, tmp_path, capsys):
+    """``difflab train --conditional`` on FSDD log-mels feeds the digits; ``difflab sample --class 7`` writes
+    that digit's WAVs with their labels in the .npz; ``--class all`` one per digit; eval scores the request."""
+    run, out = tmp_path / "run", tmp_path / "s"
+    data = ["--data", "fsdd", "--data-dir", str(fsdd_dir)]
+    assert main(["train", *data, "--conditional", "--index-range", "0:40", "--steps", "2", "--batch-size", "4",
+                 "--channels", "8,16", "--attention-levels", "", "--sample-every", "0", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert main(["train", *data, "--index-range", "0:40", "--steps", "3", "--resume", "--sample-every", "0",
+                 "--out", str(run), "--no-progress"]) == 0            # resumed on the log-mels of its own encoder
+    den = load_checkpoint(run).denoiser()
+    assert load_checkpoint(run).step == 3 and load_checkpoint(run).config["data_kind"] == "mel"
+    assert den.num_classes == 10 and den.classes[7] == "seven" and den.encoder is not None
+    assert main(["sample", str(run), "--class", "seven", "--n", "3", "--steps", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    npz = np.load(out / "ddim_2_seed0_classseven.npz")
+    assert npz["labels"].tolist() == [7, 7, 7] and npz["samples"].shape == (3, 1, 8192)
+    assert len(list((out / "ddim_2_seed0_classseven_audio").glob("*.wav"))) == 3
+    assert main(["sample", str(run), "--class", "all", "--n", "1", "--steps", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert np.load(out / "ddim_2_seed0_classall.npz")["labels"].tolist() == list(range(10))
+    assert "real-time factor" in capsys.readouterr().out

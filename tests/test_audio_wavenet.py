@@ -30,7 +30,7 @@ def test_output_shape_zero_head_and_labels():
     a, b = cond(x, t, label=torch.tensor([1, 2, 3])), cond(x, t, label=torch.tensor([1, 2, 4]))
     assert torch.equal(a[:2], b[:2]) and not torch.allclose(a[2], b[2])      # each sample sees its own label
     assert torch.equal(cond(x, t), cond(x, t, label=torch.full((3,), 10)))   # None = the null label
-    with pytest.raises(DifflabError, match="takes no label"):
+    with pytest.raises(DifflabError, match="it takes no class label"):
         net(x, t, label=torch.zeros(3, dtype=torch.long))
     with pytest.raises(DifflabError, match=r"takes waveforms of shape \(1, L\)"):
         net(torch.randn(2, 1, 8, 8), t[:2])

@@ -21,7 +21,7 @@ from difflab.denoisers import GaussianMixtureDenoiser
 from difflab.sampling import SAMPLERS, nfe_settings, time_grid
 
 FIXED = Path(__file__).parent / "data" / "fixed_checkpoint"
-STEPS = {"ddpm": 20, "ald": 2, "pc": 5, "heun": 6}   # default: 8 steps
+STEPS = {"ddpm": 20, "ald": 2, "pc": 5, "heun": 6}   # and repaint: 8 steps x 10 passes (71 NFE)   # default: 8 steps
 
 # sampler -> (default grid: sha256[:16], nfe), (10-NFE setting: sha256[:16], nfe), oracle sha256[:16]
 EXPECTED = {
@@ -36,6 +36,7 @@ EXPECTED = {
     'heun': (('b7d892ef4ceb2ae1', 11), ('40f18d002fd0c1b9', 9), '0e97a091f5cbd386'),
     'ode': (('45002793de14252a', 116), ('e6e3dd60cc1b3cba', 62), '99522b03207136cf'),
     'pc': (('138c6b3f7cab4acf', 9), ('138c6b3f7cab4acf', 9), '51f6c78e442f1550'),
+    'repaint': (('4af7e55d42a5b22e', 71), ('8431d509ee2993e3', 1), '19f3630f5192d84f'),  # added with the sampler
     'unipc': (('2caebec9491d7331', 8), ('717021f6513fed20', 10), '3f5b79a421aa16dc'),
 }
 

@@ -30,6 +30,7 @@ def _mixture(schedule):
 ORACLE = {
     "ddpm": (500, {}, 0.03, 0.03),
     "ddim": (100, {}, 0.03, 0.03),
+    "repaint": (300, {"resample": 2}, 0.03, 0.04),
     "euler": (100, {}, 0.03, 0.03),
     "heun": (40, {"_grid": "karras"}, 0.03, 0.03),  # from sigma/alpha = 80: see test_heun_needs_sigma_max
     "euler_ancestral": (300, {}, 0.03, 0.04),

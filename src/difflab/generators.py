@@ -11,12 +11,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
+from .encoders.attached import data_space, decode_samples
 from .errors import DifflabError
 
-__all__ = ["Generator", "DiffusionGenerator", "GENERATOR_LOADERS", "load_generator", "sample_decoded"]
+__all__ = ["Generator", "DiffusionGenerator", "GENERATOR_LOADERS", "load_generator"]
 
 
 @runtime_checkable
@@ -45,33 +45,18 @@ class DiffusionGenerator:
 
     @property
     def data_kind(self) -> str:
-        return self.denoiser.data_kind
+        return data_space(self.denoiser)[0]
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        return tuple(self.denoiser.data_shape)
+        return data_space(self.denoiser)[1]
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         from .sampling import sample
         res = sample(self.denoiser, n=n, sampler=self.sampler, steps=self.steps, seed=seed,
                      batch_size=self.batch_size, progress=self.progress, **self.options)
         self.nfe = res.nfe
-        return res.x
-
-
-def sample_decoded(denoiser: Any, encoder: Any = None, n: int = 64, **sample_kw: Any) -> tuple[Any, Tensor, float]:
-    """Samples in data space: :func:`~difflab.sampling.sample` (``sample_kw``: sampler, steps, seed, cond, ...)
-    then ``encoder.decode`` (None: the model ran on the data itself).  Returns (the sampler's result,
-    the decoded samples, seconds of sampling and decoding together)."""
-    import time
-    from .sampling import sample
-    res = sample(denoiser, n=n, **sample_kw)
-    if encoder is None:
-        return res, res.x, res.seconds
-    start = time.perf_counter()
-    with torch.no_grad():
-        x = torch.cat([encoder.decode(res.x[i:i + 256]) for i in range(0, n, 256)])
-    return res, x, res.seconds + time.perf_counter() - start
+        return decode_samples(self.denoiser, res.x)  # latent models: decoded to data space
 
 
 def _load_diffusion(path: str | os.PathLike, **options: Any) -> Generator:
@@ -79,8 +64,21 @@ def _load_diffusion(path: str | os.PathLike, **options: Any) -> Generator:
     return DiffusionGenerator(load_checkpoint(path).denoiser("ema"), **options)
 
 
+def _load_vae(path: str | os.PathLike, batch_size: int = 256, **sampler_options: Any) -> Generator:
+    """A KL autoencoder decoding prior samples (sampler options do not apply to it)."""
+    from .encoders.autoencoder import AutoencoderEncoder, VAEGenerator
+    return VAEGenerator(AutoencoderEncoder.from_folder(path), batch_size=batch_size)
+
+
+def _load_gan(path: str | os.PathLike, **options: Any) -> Generator:
+    from .baselines import load_gan_generator
+    return load_gan_generator(path, **options)
+
+
 # config "format" -> loader(path, **options) -> Generator
-GENERATOR_LOADERS: dict[str, Callable[..., Generator]] = {"difflab-checkpoint": _load_diffusion}
+GENERATOR_LOADERS: dict[str, Callable[..., Generator]] = {"difflab-checkpoint": _load_diffusion,
+                                                          "difflab-autoencoder": _load_vae,
+                                                          "difflab-gan": _load_gan}
 
 
 def load_generator(path: str | os.PathLike, **options: Any) -> Generator:

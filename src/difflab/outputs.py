@@ -26,15 +26,16 @@ __all__ = ["preview", "save_samples", "WRITERS", "SampleWriter"]
 
 @dataclass(frozen=True)
 class SampleWriter:
-    preview: Callable[..., Path | None]       # (samples, path, data=None, title=None) -> path or None
+    preview: Callable[..., Path | None]       # (samples, path, data=None, title=None, nrow=None) -> path or None
     arrays: Callable[[Tensor], np.ndarray]    # samples -> the array stored in .npz
     files: Callable[[np.ndarray, Path], Path] | None = None   # arrays -> one file per sample, in a folder
     files_by_default: bool = False            # write the per-sample files unless told not to (sound)
 
 
-def _image_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None) -> Path:
+def _image_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
+                   nrow: int | None = None) -> Path:
     from .viz import save_grid
-    return save_grid(samples, path)
+    return save_grid(samples, path, nrow=nrow)
 
 
 def _image_files(arr: np.ndarray, folder: Path) -> Path:
@@ -45,19 +46,16 @@ def _image_files(arr: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def _point_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None) -> Path | None:
+def _point_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
+                   nrow: int | None = None) -> Path | None:
     from .viz import points_figure
     if samples.shape[1] != 2:
         return None  # only 2-D points have a picture
     return points_figure(samples, path, data=None if data is None else data[:2000], title=title)
 
 
-def _mel_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None) -> Path:
-    from .viz import save_grid
-    return save_grid(samples.flip(-2), path)   # low frequencies at the bottom
-
-
-def _audio_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None) -> Path:
+def _audio_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
+                   nrow: int | None = None) -> Path:
     from .viz import audio_figure
     return audio_figure(samples, path, AudioData.sample_rate, title=title)
 
@@ -70,15 +68,10 @@ def _audio_files(arr: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def _floats(x: Tensor) -> np.ndarray:
-    return x.detach().float().cpu().numpy()
-
-
 WRITERS: dict[str, SampleWriter] = {
     "images": SampleWriter(_image_preview, to_uint8, _image_files),
-    "points": SampleWriter(_point_preview, _floats),
+    "points": SampleWriter(_point_preview, lambda x: x.detach().float().cpu().numpy()),
     "audio": SampleWriter(_audio_preview, to_int16, _audio_files, files_by_default=True),
-    "mel": SampleWriter(_mel_preview, _floats),
 }
 
 
@@ -89,27 +82,27 @@ def _writer(kind: str) -> SampleWriter:
 
 
 def preview(kind: str, samples: Tensor, path: str | Path, data: Tensor | None = None,
-            title: str | None = None) -> Path | None:
-    """A picture of ``samples`` of data kind ``kind`` (over ``data`` where that helps), or None if that
-    kind of sample has none."""
-    return _writer(kind).preview(samples, Path(path), data=data, title=title)
+            title: str | None = None, nrow: int | None = None) -> Path | None:
+    """A picture of ``samples`` of data kind ``kind`` (over ``data`` where that helps; ``nrow`` samples a row
+    in a grid), or None if that kind of sample has none."""
+    return _writer(kind).preview(samples, Path(path), data=data, title=title, nrow=nrow)
 
 
 def save_samples(kind: str, samples: Tensor, out: str | Path, tag: str, each: bool | None = None,
-                 labels: Tensor | None = None) -> dict[str, Path]:
-    """Write ``out/<tag>.png`` and ``out/<tag>.npz`` (with ``labels``, the requested class of each sample,
-    under key ``labels``; with ``each``, default: the kind's habit, one file per sample in
+                 labels: Tensor | None = None, nrow: int | None = None) -> dict[str, Path]:
+    """Write ``out/<tag>.png`` and ``out/<tag>.npz`` (key ``samples``, and ``labels`` when the samples were
+    drawn for requested classes; with ``each``, default: the kind's habit, one file per sample in
     ``out/<tag>_<kind>/``); returns what was written by role (``preview``, ``arrays``, ``files``)."""
     w = _writer(kind)
     each = w.files_by_default if each is None else each
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    pic = w.preview(samples, out / f"{tag}.png", title=tag)
+    pic = w.preview(samples, out / f"{tag}.png", title=tag, nrow=nrow)
     if pic is not None:
         written["preview"] = pic
     arr = w.arrays(samples)
-    extra = {} if labels is None else {"labels": np.asarray(labels, dtype=np.int64)}
+    extra = {} if labels is None else {"labels": labels.detach().cpu().numpy().astype(np.int64)}
     np.savez_compressed(out / f"{tag}.npz", samples=arr, **extra)
     written["arrays"] = out / f"{tag}.npz"
     if each:

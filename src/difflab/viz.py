@@ -16,8 +16,8 @@ from .errors import DifflabError
 from .process.forward import q_sample
 from .process.schedules import Schedule
 
-__all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure", "points_figure",
-           "forward_points_figure", "score_field_figure", "audio_figure"]
+__all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure", "panels_figure",
+           "points_figure", "forward_points_figure", "score_field_figure", "audio_figure"]
 
 
 def _upscale(h: int) -> int:
@@ -144,6 +144,27 @@ def trajectory_figure(traj: dict, path: str | os.PathLike, n: int = 4) -> Path:
                 if c == 0:
                     ax.set_ylabel("state $x$" if j == 0 else r"$\hat x_0$", fontsize=8)
     fig.suptitle(r"reverse process: state $x_t$ and the denoiser's estimate $\hat x_0$", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def panels_figure(columns: dict[str, Tensor], path: str | os.PathLike, title: str | None = None,
+                  row_labels: Sequence[str] | None = None) -> Path:
+    """Images side by side: one column per entry of ``columns`` (each ``(N, C, H, W)`` in [-1, 1]; smaller
+    images, e.g. a low-resolution input, are shown at their own size within the same frame), one row per
+    image: "input | mask | result" figures of the editing commands."""
+    plt = _plt()
+    names = list(columns)
+    n = len(next(iter(columns.values())))
+    fig, axes = plt.subplots(n, len(names), figsize=(1.6 * len(names) + 0.6, 1.6 * n + 0.5), squeeze=False)
+    for c, name in enumerate(names):
+        for r in range(n):
+            _show(axes[r, c], columns[name][r])
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=8)
+            if c == 0 and row_labels is not None:
+                axes[r, c].set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(plt, fig, path)
 
 

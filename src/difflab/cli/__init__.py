@@ -12,10 +12,11 @@ import sys
 from typing import Sequence
 
 from ..errors import DifflabError
-from . import (demo, eval, export, forward, likelihood, sample, samplers, schedules, sweep, train,
-               train_classifier)
+from . import (compare, demo, eval, explore, export, forward, img2img, inpaint, latent_figures, likelihood, sample,
+               samplers, schedules, superres, sweep, train, train_autoencoder, train_classifier, train_gan)
 
-COMMANDS = [train, sample, eval, likelihood, sweep, train_classifier, export, forward, schedules, samplers, demo]
+COMMANDS = [train, sample, inpaint, img2img, superres, eval, likelihood, sweep, train_classifier, train_autoencoder,
+            latent_figures, train_gan, compare, explore, export, forward, schedules, samplers, demo]
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 

@@ -45,10 +45,11 @@ def parse_opts(items: list[str] | None) -> dict:
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True, audio: bool = False) -> None:
     """The data options; ``audio``: the command also takes FSDD (``--data fsdd`` and its speaker options)."""
-    p.add_argument("--data", choices=["mnist", "folder", "digits"] + ["fsdd"] * audio, required=required,
-                   default=None if required else "digits",
-                   help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8)"
-                        + " or fsdd (spoken digits, WAV folder)" * audio)
+    p.add_argument("--data", choices=["mnist", "folder", "digits", "stacked_mnist"] + ["fsdd"] * audio,
+                   required=required, default=None if required else "digits",
+                   help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8) or stacked_mnist "
+                        "(three MNIST digits as RGB, 1,000 modes; the MNIST IDX folder)"
+                        + "; fsdd (spoken digits, WAV folder)" * audio)
     p.add_argument("--data-dir", help="folder of the data set")
     p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")
@@ -65,9 +66,8 @@ def load_data(args: argparse.Namespace, index_range: str | None = None):
     kw = {}
     if args.data == "folder":
         kw = {"channels": args.channels_in, "size": args.image_size}
-    if args.data == "fsdd":   # commands without --representation (classifier, eval) want the waveforms
-        kw = {"speakers": args.speakers, "holdout_speaker": args.holdout_speaker,
-              "representation": getattr(args, "representation", "wave")}
+    if args.data == "fsdd":
+        kw = {"speakers": args.speakers, "holdout_speaker": args.holdout_speaker}
     return load_dataset(args.data, args.data_dir, index_range or args.index_range, **kw)
 
 

@@ -47,9 +47,15 @@ def feature_model(args: argparse.Namespace):
     raise DifflabError("choose the features: --classifier DIR (difflab train-classifier) or --inception [WEIGHTS]")
 
 
+def _samples_and_labels(path: Path, seed: int) -> tuple:
+    from ..metrics.evaluate import read_samples
+    x, labels = read_samples(path)
+    return (x, seed) if labels is None else (x, seed, labels)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
-    from ..metrics.evaluate import aggregate, evaluate_sets, format_table, read_samples, save_json, sample_sets
+    from ..metrics.evaluate import aggregate, evaluate_sets, format_table, save_json, sample_sets
 
     if bool(args.samples) == bool(args.checkpoint):
         raise DifflabError("give sample files (.npz from difflab sample) or --checkpoint RUN to sample from, not both")
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         sets = sample_sets(den, ints(args.seeds), n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
                            batch_size=args.batch_size, progress=not args.no_progress, **parse_opts(args.opt))
     else:
-        sets = [(str(p), read_samples(Path(p)), i) for i, p in enumerate(args.samples)]
+        sets = [(str(p), *_samples_and_labels(Path(p), i)) for i, p in enumerate(args.samples)]
     res = aggregate(evaluate_sets(sets, train.x, ref.x, model, min_samples=args.min_samples,
                                   progress=not args.no_progress))
     print(format_table(res))
@@ -91,10 +97,8 @@ def run_audio(args: argparse.Namespace) -> int:
     train = load_dataset("fsdd", args.data_dir, **kw)
     heldout = load_dataset("fsdd", args.data_dir, split="heldout", **kw)
     if args.checkpoint:
-        from ..encoders import checkpoint_encoder
         from ..train import load_checkpoint
-        ck = load_checkpoint(args.checkpoint)
-        sets = sample_audio_sets(ck.denoiser(args.weights), checkpoint_encoder(ck.config), ints(args.seeds), n=args.n,
+        sets = sample_audio_sets(load_checkpoint(args.checkpoint).denoiser(args.weights), ints(args.seeds), n=args.n,
                                  sampler=args.sampler, steps=args.steps, grid=args.grid, batch_size=args.batch_size,
                                  progress=not args.no_progress, **parse_opts(args.opt))
     else:

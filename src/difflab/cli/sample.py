@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DifflabError
-from .common import add_progress_arg, parse_opts
+from .common import add_progress_arg, floats, parse_opts
 
 NAME = "sample"
 HELP = "sample from a checkpoint"
@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt", action="append", metavar="NAME=VALUE",
                    help="sampler option, repeatable: s_churn=40 (euler/heun), order=3 (unipc), snr=0.16 (pc), "
                         "rtol=1e-4 (ode), variance=fixed_large (ddpm)")
-    p.add_argument("--n", type=int, default=64)
+    add_guidance_args(p)
+    p.add_argument("--n", type=int, default=64, help="samples (with --class all: per class)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
@@ -48,17 +49,72 @@ def load_denoiser(args: argparse.Namespace):
     raise DifflabError("give a checkpoint (run folder, checkpoint folder or file) or --pretrained PATH")
 
 
+def add_guidance_args(p: argparse.ArgumentParser) -> None:
+    """Class and guidance options, shared by the commands that sample (sample, inpaint, img2img, superres)."""
+    p.add_argument("--class", dest="class_", metavar="C",
+                   help="class-conditional models: a class index or name, or 'all' (--n samples of each, a grid row "
+                        "per class)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="guidance scale w: 1 = the model itself, 0 = unconditional (or the --autoguide model), "
+                        ">1 guides (classifier-free guidance on a conditional model)")
+    p.add_argument("--autoguide", metavar="CKPT", help="autoguidance: guide with this weaker model (e.g. an earlier "
+                   "checkpoint of the same run); works for unconditional models")
+    p.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only where sigma/alpha lies in (LO, HI] (Kynkaanniemi et al. 2024)")
+    p.add_argument("--guidance-rescale", type=float, default=0.0, help="CFG rescaling phi in [0, 1] (Lin et al. 2024)")
+    p.add_argument("--guide-classifier", metavar="DIR",
+                   help="classifier guidance with a noise-aware classifier (difflab train-classifier --noisy)")
+    p.add_argument("--classifier-scale", type=float, default=1.0, help="scale of classifier guidance")
+
+
+def guidance_from_args(den, args: argparse.Namespace, n: int):
+    """(the denoiser with the requested guidance, the conditioning for n samples, the grid row length)."""
+    from ..guidance import class_labels, guided_denoiser
+    cond, nrow = None, None
+    if args.class_ is not None:
+        labels, nrow = class_labels(den, args.class_, n)
+        cond = {"label": labels}
+    elif args.guide_classifier:
+        raise DifflabError("classifier guidance needs the class to guide towards: --class C")
+    elif den.num_classes and (args.guidance != 1.0 or args.guidance_interval):
+        raise DifflabError("classifier-free guidance needs the class to guide towards: --class C (or all)")
+    autoguide = None
+    if args.autoguide:
+        from ..train import load_checkpoint
+        autoguide = load_checkpoint(args.autoguide).denoiser("ema")
+    interval = None
+    if args.guidance_interval:
+        lo_hi = floats(args.guidance_interval)
+        if len(lo_hi) != 2:
+            raise DifflabError(f"--guidance-interval takes LO,HI, got {args.guidance_interval!r}")
+        interval = (lo_hi[0], lo_hi[1])
+    classifier = None
+    if args.guide_classifier:
+        from ..metrics import load_classifier
+        classifier = load_classifier(args.guide_classifier)
+        if classifier.schedule is None:
+            raise DifflabError(f"{args.guide_classifier} is a classifier of clean images; classifier guidance needs "
+                               f"a noise-aware one (difflab train-classifier --noisy)")
+    den = guided_denoiser(den, args.guidance, autoguide, interval, args.guidance_rescale, classifier,
+                          args.classifier_scale if classifier is not None else 0.0)
+    return den, cond, nrow
+
+
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from ..data.audio import real_time_factor
-    from ..encoders import checkpoint_encoder
-    from ..generators import sample_decoded
+    from ..encoders.attached import data_space, decode_samples, decode_trajectory
     from ..outputs import save_samples
-    from ..train import load_checkpoint
+    from ..sampling import sample
     from ..viz import trajectory_figure
 
-    den = load_denoiser(args)
-    # a model trained on encoded data (log-mel spectrograms) decodes its samples (to audio)
-    encoder = checkpoint_encoder(load_checkpoint(args.checkpoint).config) if args.checkpoint else None
+    base = load_denoiser(args)
+    den, cond, nrow = guidance_from_args(base, args, args.n)
+    n = args.n if cond is None else len(cond["label"])
+    kind = data_space(base)[0]
+    if args.trajectory and kind == "audio" and getattr(base, "encoder", None) is None:
+        raise DifflabError("--trajectory draws images; a waveform model has none (a mel model shows its spectrograms)")
     opts = parse_opts(args.opt)
     if args.eta is not None:
         opts["eta"] = args.eta
@@ -66,20 +122,28 @@ def run(args: argparse.Namespace) -> int:
     if args.trajectory:
         k = args.trajectory_points
         traj_steps = sorted({round(i * (args.steps - 1) / (k - 1)) for i in range(k)})
-    res, x, seconds = sample_decoded(den, encoder, n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
-                                     sigma_max=args.sigma_max, seed=args.seed, batch_size=args.batch_size,
-                                     progress=not args.no_progress, trajectory=traj_steps, **opts)
-    kind = den.data_kind if encoder is None else encoder.data_kind
+    res = sample(den, n=n, sampler=args.sampler, steps=args.steps, grid=args.grid, sigma_max=args.sigma_max,
+                 seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress, trajectory=traj_steps,
+                 cond=cond, **opts)
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
-    files = save_samples(kind, x, args.out, tag, each=args.save_images or None)
+    if args.class_ is not None:
+        tag += f"_class{args.class_}" + (f"_w{args.guidance:g}" if args.guidance != 1.0 else "")
+    # a latent or mel model's samples (and trajectory) are decoded to data space
+    start = time.perf_counter()
+    x = decode_samples(base, res.x)
+    seconds = res.seconds + time.perf_counter() - start
+    files = save_samples(kind, x, args.out, tag, each=args.save_images or None,
+                         labels=None if cond is None else cond["label"], nrow=nrow)
     if "files" in files and kind != "audio":
-        print(f"{args.n} files in {files['files']} (for pytorch-fid, clean-fid, torch-fidelity)")
+        print(f"{n} files in {files['files']} (for pytorch-fid, clean-fid, torch-fidelity)")
     shown = ", ".join(str(files[k]) for k in ("preview", "arrays") if k in files)
-    print(f"{args.n} samples, {res.nfe} NFE each, {seconds:.1f}s "
-          f"({seconds / args.n * 1000:.1f} ms/sample): {shown}")
+    print(f"{n} samples, {res.nfe} NFE each, {seconds:.1f}s "
+          f"({seconds / n * 1000:.1f} ms/sample): {shown}")
     if kind == "audio":
         print(f"real-time factor {real_time_factor(seconds, x):.3f} (seconds of compute per second of audio, "
-              f"{'sampling and decoding' if encoder is not None else 'sampling'}); WAV files in {files['files']}")
+              f"sampling{' and decoding' if getattr(base, 'encoder', None) is not None else ''}); WAV files in "
+              f"{files['files']}")
     if args.trajectory:
-        print(f"trajectory: {trajectory_figure(res.trajectory, f'{args.out}/{tag}_trajectory.png')}")
+        traj = res.trajectory if kind == "audio" else decode_trajectory(base, res.trajectory)  # mel: spectrograms
+        print(f"trajectory: {trajectory_figure(traj, f'{args.out}/{tag}_trajectory.png')}")
     return 0

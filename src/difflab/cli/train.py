@@ -33,8 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="T of the discrete table (variance-preserving schedules); 0: continuous time")
     p.add_argument("--zero-terminal-snr", action="store_true", help="rescale to zero terminal SNR (use v)")
     p.add_argument("--prediction", default="v", help="v, eps, x0, score or edm")
+    p.add_argument("--conditional", action="store_true",
+                   help="class-conditional on the data's labels (MNIST digits, digits, class subfolders)")
+    p.add_argument("--cond-drop", type=float, default=0.1,
+                   help="fraction of labels replaced by the null label during training (for guidance)")
     p.add_argument("--weighting", default="min_snr", help="min_snr (gamma 5), uniform, snr or edm")
-    p.add_argument("--clip-x0", type=float, default=1.0, help="clamp x0_hat to [-c, c] when sampling; 0: off")
+    p.add_argument("--clip-x0", type=float,
+                   help="clamp x0_hat to [-c, c] when sampling; 0: off (default: 1 for images, off for latents)")
+    p.add_argument("--latent", metavar="AE_RUN",
+                   help="train in the latent space of this autoencoder (a difflab train-autoencoder run); the "
+                        "data's encodings are cached, samples are decoded")
     p.add_argument("--channels", help="UNet widths per level, e.g. 32,64,64")
     p.add_argument("--layers-per-block", type=int)
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
@@ -61,6 +69,19 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_data(args)
     print(f"data: {data.name}, {len(data)} {data.kind} of shape {data.shape}")
+    encoder = load_checkpoint(args.out).encoder() if args.resume else None
+    if args.latent:
+        from ..train.autoencoder import load_autoencoder
+        encoder = load_autoencoder(args.latent)  # a resume checks it is the one the run was trained with
+    if data.kind == "audio":
+        if encoder is not None or (args.representation == "mel" and not args.resume):
+            from ..encoders.mel import mel_dataset
+            data = mel_dataset(data, encoder=encoder)  # a resumed run: its own encoder
+            print(f"log-mel spectrograms: {len(data)} of shape {data.shape}")
+    elif encoder is not None:
+        from ..data import encode_dataset
+        data = encode_dataset(data, encoder, progress=not args.no_progress)
+        print(f"latent space: {len(data)} latents of shape {data.shape} (scale {encoder.scale:.4g})")
     if args.resume:
         den = load_checkpoint(args.out).denoiser("model").train()
     else:
@@ -71,18 +92,25 @@ def run(args: argparse.Namespace) -> int:
                                      ("attention_levels", None if args.attention_levels is None
                                       else ints(args.attention_levels)),
                                      ("dropout", args.dropout)) if v is not None}
+        if args.conditional:
+            if data.labels is None:
+                raise DifflabError(f"--conditional needs labelled data; {data.name} has no labels")
+            network["num_classes"] = data.num_classes
         schedule = {"name": args.schedule, "zero_terminal_snr": args.zero_terminal_snr}
-        den = create_denoiser(data.shape, network, schedule, args.timesteps or None, args.prediction,
-                              clip_x0=None if args.clip_x0 <= 0 else args.clip_x0, seed=args.seed)
+        clip = data.clip_x0 if args.clip_x0 is None else (None if args.clip_x0 <= 0 else args.clip_x0)
+        den = create_denoiser(data.shape, network, schedule, args.timesteps or None, args.prediction, clip_x0=clip,
+                              seed=args.seed)
     n_params = sum(p.numel() for p in den.net.parameters())
     widths = den.net.config.get("channels", den.net.config.get("hidden"))
     print(f"model: {type(den.net).__name__} {widths}, {n_params / 1e6:.2f}M parameters; "
-          f"schedule {den.schedule!r}; prediction {den.prediction}")
+          f"schedule {den.schedule!r}; prediction {den.prediction}"
+          + (f"; conditional on {den.num_classes} classes" if den.num_classes else ""))
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay,
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
                       warmup=args.warmup, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, weighting=args.weighting, bf16=args.bf16,
+                      cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)

@@ -12,9 +12,8 @@ r"""Audio: 16-bit WAV files <-> waveforms in [-1, 1], and the Free Spoken Digit 
   central 8192 samples and named in ``info["cropped"]``.  Labels are the spoken digits, ``classes``
   their names.  Speakers split training from evaluation: by default the speaker ``theo`` is held
   out (``split="heldout"`` loads only that speaker, ``"train"`` the others).
-  ``representation="mel"`` returns the same recordings as log-mel images (:class:`~difflab.encoders.mel.MelEncoder`),
-  what spectrogram diffusion trains on, with the encoder's config in ``info["encoder"]`` so that a
-  checkpoint trained on them decodes its samples to audio.
+  :func:`difflab.encoders.mel.mel_dataset` turns them into the log-mel images spectrogram diffusion
+  trains on.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from torch import Tensor
 from ..errors import DifflabError
 from ..io import atomic_write_bytes
 from .images import parse_range
-from .kinds import AudioData, MelData
+from .kinds import AudioData
 
 __all__ = ["read_wav", "write_wav", "to_int16", "from_int16", "fit_length", "load_fsdd", "real_time_factor",
            "FSDD_CLASSES", "FSDD_SPEAKERS", "FSDD_HOLDOUT"]
@@ -119,8 +118,7 @@ def _speaker_list(speakers: str | Sequence[str] | None) -> list[str] | None:
 
 def load_fsdd(data_dir: str | os.PathLike, split: str = "train", speakers: str | Sequence[str] | None = None,
               holdout_speaker: str | None = FSDD_HOLDOUT, index_range: str | tuple[int, int] | None = None,
-              length: int = 8192, normalize: bool = True, representation: str = "wave",
-              encoder: dict[str, Any] | None = None) -> AudioData | MelData:
+              length: int = 8192, normalize: bool = True) -> AudioData:
     """FSDD recordings of ``data_dir`` (the ``recordings`` folder, or the folder holding it).
 
     Args:
@@ -129,9 +127,8 @@ def load_fsdd(data_dir: str | os.PathLike, split: str = "train", speakers: str |
         index_range: ``START:STOP`` of the chosen recordings, ordered by take, then digit, then speaker,
             so that every prefix is balanced over digits and speakers.
         length, normalize: see the module docstring.
-        representation: ``wave`` (:class:`AudioData` ``(N, 1, length)``) or ``mel`` (:class:`MelData`,
-            log-mel images of the recordings; ``encoder`` overrides :class:`~difflab.encoders.mel.MelEncoder`
-            options).
+
+    Returns :class:`AudioData` ``(N, 1, length)``.
 
     Unreadable or misnamed WAV files are skipped and named in one warning (an error if none is left).
     """
@@ -142,8 +139,6 @@ def load_fsdd(data_dir: str | os.PathLike, split: str = "train", speakers: str |
         raise DifflabError(f"FSDD folder not found: {root}")
     if split not in ("train", "heldout"):
         raise DifflabError(f"FSDD split must be train or heldout, got {split!r}")
-    if representation not in ("wave", "mel"):
-        raise DifflabError(f"audio representation must be wave or mel, got {representation!r}")
     if length < 1:
         raise DifflabError(f"audio length must be >= 1 sample, got {length}")
     entries, bad = [], []
@@ -197,11 +192,4 @@ def load_fsdd(data_dir: str | os.PathLike, split: str = "train", speakers: str |
     info: dict[str, Any] = {"path": str(root), "split": split, "speakers": chosen, "holdout_speaker": holdout_speaker,
                             "length": length, "normalize": normalize, "cropped": cropped, "skipped": len(bad)}
     y = torch.tensor(labels, dtype=torch.int64)
-    if representation == "wave":
-        return AudioData(x, y, name="fsdd", info=info, classes=list(FSDD_CLASSES), names=names)
-    from ..encoders.mel import MelEncoder
-    enc = MelEncoder(sample_rate=AudioData.sample_rate, **(encoder or {}))
-    z = torch.cat([enc.encode(x[i:i + 256]) for i in range(0, len(x), 256)])
-    info.update(encoder=enc.config(), encoder_digest=enc.digest(), audio_shape=[1, length])
-    return MelData(z, y, name="fsdd-mel", info=info, classes=list(FSDD_CLASSES), names=names, waveforms=x,
-                   encoder=enc)
+    return AudioData(x, y, name="fsdd", info=info, classes=list(FSDD_CLASSES), names=names)

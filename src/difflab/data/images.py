@@ -23,6 +23,7 @@ from .pixels import from_uint8
 __all__ = ["load_mnist", "read_idx", "load_image_folder", "load_image_files", "load_digits", "parse_range"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
 def parse_range(spec: str | tuple[int, int] | None, n: int) -> slice:
@@ -114,7 +115,8 @@ def load_mnist(data_dir: str | os.PathLike, split: str | None = None,
     sl = parse_range(index_range, images.shape[0])
     x = from_uint8(images[sl][:, None])
     y = torch.from_numpy(labels[sl].astype(np.int64)) if labels is not None else None
-    return ImageData(x, y, name="mnist", info={"path": str(img), "range": [sl.start, sl.stop]})
+    return ImageData(x, y, name="mnist", info={"path": str(img), "range": [sl.start, sl.stop]},
+                     classes=DIGIT_CLASSES if y is not None else None)
 
 
 def load_image_folder(folder: str | os.PathLike, channels: int | None = None, size: int | None = None,
@@ -122,7 +124,9 @@ def load_image_folder(folder: str | os.PathLike, channels: int | None = None, si
     """All images under ``folder`` (sorted by path), as grey (``channels=1``) or RGB (3).
 
     Without ``size`` every image must have the same size; with it, images are resized (bicubic)
-    to ``size x size``.  ``channels`` defaults to 1 if every image is greyscale, else 3.
+    to ``size x size``.  ``channels`` defaults to 1 if every image is greyscale, else 3.  When every image lies
+    in a subfolder of ``folder`` and there are at least two, each subfolder is a class: the labels index the
+    sorted subfolder names, which become the data set's ``classes``.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -131,7 +135,12 @@ def load_image_folder(folder: str | os.PathLike, channels: int | None = None, si
     if not paths:
         raise DifflabError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
     paths = paths[parse_range(index_range, len(paths))]
-    return load_image_files(paths, channels, size, name=root.name, info={"path": str(root)})
+    data = load_image_files(paths, channels, size, name=root.name, info={"path": str(root)})
+    parents = [p.relative_to(root).parts for p in paths]
+    if all(len(parts) == 2 for parts in parents) and len({parts[0] for parts in parents}) >= 2:
+        data.classes = sorted({parts[0] for parts in parents})
+        data.labels = torch.tensor([data.classes.index(parts[0]) for parts in parents], dtype=torch.int64)
+    return data
 
 
 def load_image_files(paths: list[Path], channels: int | None = None, size: int | None = None,
@@ -180,4 +189,4 @@ def load_digits(index_range: str | tuple[int, int] | None = None) -> ImageData:
     sl = parse_range(index_range, len(d.images))
     x = torch.from_numpy(d.images[sl].astype(np.float32) / 8.0 - 1.0)[:, None]
     return ImageData(x, torch.from_numpy(d.target[sl].astype(np.int64)), name="digits",
-                     info={"range": [sl.start, sl.stop]})
+                     info={"range": [sl.start, sl.stop]}, classes=DIGIT_CLASSES)

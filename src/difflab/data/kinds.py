@@ -100,7 +100,8 @@ class AudioData(Dataset):
 @dataclass
 class MelData(Dataset):
     """Log-mel images ``x`` ``(N, 1, n_mels, frames)`` in [-1, 1] of audio, with the ``encoder`` that made them
-    from ``waveforms`` ``(N, 1, L)`` (its config is also in ``info["encoder"]``, which checkpoints record)."""
+    from ``waveforms`` ``(N, 1, L)``; a model trained on them records it and decodes its samples to audio
+    (as for latents, :mod:`difflab.encoders.attached`).  Unlike latents they have a range, [-1, 1]."""
 
     name: str = "mel"
     names: list[str] | None = None
@@ -108,7 +109,7 @@ class MelData(Dataset):
     encoder: Any = None
     kind: ClassVar[str] = "mel"
     clip_x0: ClassVar[float | None] = 1.0
-    preview_n: ClassVar[int | None] = 16
+    preview_n: ClassVar[int | None] = 8        # decoded to audio for the training previews
 
 
 DATA_KINDS: dict[str, type[Dataset]] = {k.kind: k for k in (ImageData, PointData, AudioData, MelData)}

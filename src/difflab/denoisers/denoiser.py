@@ -16,7 +16,8 @@ from ..process.forward import expand
 from ..process.schedules import Schedule
 from . import param
 
-__all__ = ["DenoiserFn", "Denoiser", "eps_hat", "v_hat", "score_hat", "NFECounter", "as_time", "network_dtype"]
+__all__ = ["DenoiserFn", "Denoiser", "eps_hat", "v_hat", "score_hat", "NFECounter", "evaluations", "as_time",
+           "network_dtype"]
 
 
 @runtime_checkable
@@ -62,6 +63,13 @@ class Denoiser(nn.Module):
         self.sigma_data = sigma_data
         self.data_shape: tuple[int, ...] | None = None   # the samples' shape and data kind, set by whoever
         self.data_kind: str | None = None                # knows them (trainer, checkpoint, loader)
+        self.classes: list[str] | None = None            # names of the classes of a conditional network
+        self.encoder: nn.Module | None = None            # the encoder of a latent model (samples are decoded)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of a class-conditional network (0: unconditional); label ``num_classes`` is null."""
+        return int(getattr(self.net, "config", {}).get("num_classes", 0) or 0)
 
     def c_in(self, alpha: Tensor, sigma: Tensor) -> Tensor:
         if self.prediction == "edm":
@@ -118,8 +126,15 @@ def score_hat(schedule: Schedule, x_t: Tensor, t: Tensor | float, x0_hat: Tensor
     return param.score_from_eps(param.eps_from_x0(x0_hat, x_t, a, s), s)
 
 
+def evaluations(denoiser: Any) -> int:
+    """Network evaluations per sample that ``denoiser``'s last call made: 1 for a network, and what a
+    wrapper that calls several (guidance: 2, or 1 outside its interval) reports as ``last_nfe``."""
+    return int(getattr(denoiser, "last_nfe", 1))
+
+
 class NFECounter(nn.Module):
-    """Wraps a denoiser and counts its calls (network function evaluations), never assumed."""
+    """Wraps a denoiser and counts network function evaluations per sample, never assumed: a guided call
+    that runs two networks (or one on a doubled batch) counts 2 (:func:`evaluations`)."""
 
     def __init__(self, denoiser: nn.Module):
         super().__init__()
@@ -128,5 +143,6 @@ class NFECounter(nn.Module):
         self.nfe = 0
 
     def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
-        self.nfe += 1
-        return self.denoiser(x_t, t, **cond)
+        out = self.denoiser(x_t, t, **cond)
+        self.nfe += evaluations(self.denoiser)
+        return out

@@ -19,7 +19,7 @@ from ..data import kind_of_shape
 from ..errors import DifflabError
 from ..io import atomic_write_text, read_json
 
-__all__ = ["write_report", "load_results"]
+__all__ = ["write_report", "load_results", "write_documents"]
 
 _LABELS = {"sliced_wasserstein": "sliced Wasserstein to the data", "fd": "FD (classifier features)"}
 
@@ -181,24 +181,34 @@ def write_report(out: str | Path) -> Path:
         rows.append([str(i + 1), r["id"], s["name"] if isinstance(s, dict) else s, v["prediction"], v["weighting"],
                      f"{bv:g} {bk}", f"{_main_q(r):.4g}", f"{best_q[metric]:.4g} ({best_q['sampler']}, {best_q['nfe']})",
                      f"{floor:.4g}", str(r["stages"][-1]["steps"]), f"{r['stages'][-1]['train_seconds']:.0f}"])
-    md = [f"# Sweep report: {cfg['name']}", "",
-          f"Data: `{json.dumps(cfg['data'])}`; {len(results)} variants; seed {cfg.get('seed', 0)}; "
-          f"quality: {_LABELS.get(metric, metric)} (lower is better) of {cfg['sampling'].get('n', 1000)} samples; "
-          f"main setting {main['sampler']} at {main['nfe']} NFE; real-vs-real floor {floor:.4g}"
-          + (f" +- {results[0]['floor_std']:.2g} (std over 5 draws of exact samples; differences below it are noise)."
-             if results[0].get("floor_std") else "."), "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    intro = (f"Data: `{json.dumps(cfg['data'])}`; {len(results)} variants; seed {cfg.get('seed', 0)}; "
+             f"quality: {_LABELS.get(metric, metric)} (lower is better) of {cfg['sampling'].get('n', 1000)} samples; "
+             f"main setting {main['sampler']} at {main['nfe']} NFE; real-vs-real floor {floor:.4g}"
+             + (f" +- {results[0]['floor_std']:.2g} (std over 5 draws of exact samples; differences below it are noise)."
+                if results[0].get("floor_std") else "."))
+    write_documents(rep, f"Sweep report: {cfg['name']}", [intro], head, rows, figs)
+    return rep
+
+
+def write_documents(folder: Path, title: str, paragraphs: list[str], head: list[str], rows: list[list[str]],
+                    figs: list[tuple[str, Path, str]]) -> None:
+    """``folder/report.md`` (figures beside it) and a self-contained ``folder/report.html`` (figures embedded
+    as base64 PNG): the title, the paragraphs, the table and each figure with its caption."""
+    md = [f"# {title}", ""]
+    for par in paragraphs:
+        md += [par, ""]
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    for title, path, text in figs:
-        md += ["", f"## {title}", "", text, "", f"![{title}]({path.name})"]
-    atomic_write_text(rep / "report.md", "\n".join(md) + "\n")
+    for name, path, text in figs:
+        md += ["", f"## {name}", "", text, "", f"![{name}]({path.name})"]
+    atomic_write_text(folder / "report.md", "\n".join(md) + "\n")
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-    body = [f"<h1>Sweep report: {html.escape(cfg['name'])}</h1>", f"<p>{html.escape(md[2])}</p>", table]
-    for title, path, text in figs:
-        body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _img_tag(path)]
+    body = [f"<h1>{html.escape(title)}</h1>", *(f"<p>{html.escape(par)}</p>" for par in paragraphs), table]
+    for name, path, text in figs:
+        body += [f"<h2>{html.escape(name)}</h2>", f"<p>{html.escape(text)}</p>", _img_tag(path)]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #bbb;padding:3px 6px}")
-    atomic_write_text(rep / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg['name'])}"
-                                     f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-    return rep
+    atomic_write_text(folder / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                                              f"{html.escape(title)}</title><style>{style}</style></head><body>"
+                                              f"{''.join(body)}</body></html>\n")

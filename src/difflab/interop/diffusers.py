@@ -267,6 +267,9 @@ def load_pretrained(path: str | os.PathLike) -> Denoiser:
 def export_diffusers(denoiser: Denoiser, out: str | os.PathLike, data_shape: tuple[int, ...] | None = None) -> Path:
     """Write ``denoiser`` as a diffusers ``DDPMPipeline`` folder (UNet2DModel + DDPMScheduler)."""
     net, sched = denoiser.net, denoiser.schedule
+    if getattr(denoiser, "encoder", None) is not None:
+        raise DifflabError("this model runs in an autoencoder's latent space; a diffusers DDPMPipeline has no "
+                           "decoder, so it cannot be exported (sample it with difflab sample)")
     if not isinstance(net, UNet):
         raise DifflabError("only difflab UNet models can be exported to diffusers")
     if not isinstance(sched, DiscreteSchedule):

@@ -175,17 +175,3 @@ def load_bundle_tensors(folder: PathLike, config: dict[str, Any], name: str,
     """The tensors of file ``name`` of a bundle, checked against the SHA-256 its config records (files
     written before checksums were recorded are read unchecked)."""
     return load_tensors(Path(folder) / name, config.get("files", {}).get(name), what)
-
-
-def build_registered(registry: dict[str, Any], cfg: dict[str, Any], key: str, what: str,
-                     default: str | None = None) -> Any:
-    """``registry[cfg[key]](**rest of cfg)``: an object rebuilt from its JSON config (a network by ``type``,
-    an encoder by ``name``), with one-line errors for an unknown name or options its class does not take."""
-    cfg = dict(cfg)
-    name = cfg.pop(key, default)
-    if name not in registry:
-        raise DifflabError(f"unknown {what} {name!r}; choose from {', '.join(registry)}")
-    try:
-        return registry[name](**cfg)
-    except TypeError as e:
-        raise DifflabError(f"bad {what} config: {e}") from None

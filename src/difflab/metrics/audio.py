@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,7 +63,9 @@ class MelCNN(nn.Module):
                 h = F.max_pool1d(h, 2)
         return F.silu(self.fc(torch.cat([h.mean(2), h.amax(2)], 1)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        if t is not None:
+            raise DifflabError("the spoken-digit classifier is not noise-aware; it takes no time t")
         return self.out(self.features(x))
 
 
@@ -80,10 +81,7 @@ class AudioCNN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "AudioCNN":
-        from ..encoders import build_encoder
-        fe = build_encoder(cfg["frontend"])
-        if not isinstance(fe, MelEncoder):
-            raise DifflabError(f"an audio classifier's front end must be a mel encoder, got {fe.name!r}")
+        fe = MelEncoder.from_config(cfg["frontend"])
         return cls(fe, MelCNN(cfg["n_mels"], cfg["num_classes"], cfg["width"], cfg["feature_dim"]))
 
     def features(self, x: Tensor) -> Tensor:
@@ -117,7 +115,7 @@ def train_audio_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_s
     random shifts of +-2 mel bands and frames)."""
     if x.ndim != 3 or x.shape[1] != 1:
         raise DifflabError(f"an audio classifier trains on waveforms (N, 1, L), got shape {tuple(x.shape)}")
-    fe = MelEncoder(**CLASSIFIER_FRONTEND)
+    fe = MelEncoder(**CLASSIFIER_FRONTEND, length=x.shape[-1])
     mels = torch.cat([fe.encode(x[i:i + 256]) for i in range(0, len(x), 256)])
     torch.manual_seed(seed)
     cnn = MelCNN(fe.params["n_mels"], int(labels.max()) + 1)
@@ -239,34 +237,28 @@ def read_audio_samples(path: str | os.PathLike) -> tuple[Tensor, Tensor | None, 
     sample`` for audio (int16 ``samples`` ``(n, 1, L)``, optional ``labels``).  The file does not name its
     encoder: the vocoder floor uses the default :class:`MelEncoder`, the one ``difflab train --data fsdd``
     uses."""
-    import numpy as np
-    path = Path(path)
-    if not path.is_file():
-        raise DifflabError(f"samples file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            x, y = f["samples"], f["labels"] if "labels" in f.files else None
-    except Exception as e:
-        raise DifflabError(f"{path} is not a difflab samples .npz (key 'samples'): {e}") from None
-    if x.dtype != np.int16 or x.ndim != 3 or x.shape[1] != 1:
-        raise DifflabError(f"{path} does not hold audio samples (int16, (n, 1, L)): {x.dtype} {x.shape}")
-    return from_int16(x), None if y is None else torch.from_numpy(y.astype(np.int64)), MelEncoder()
+    from .evaluate import read_samples
+    x, y = read_samples(path)
+    if x.dtype != torch.int16 or x.ndim != 3 or x.shape[1] != 1:
+        raise DifflabError(f"{path} does not hold audio samples (int16, (n, 1, L)): {x.dtype} {tuple(x.shape)}")
+    return from_int16(x.numpy()), None if y is None else y.long(), MelEncoder(length=x.shape[-1])
 
 
-def sample_audio_sets(denoiser: Any, encoder: Any, seeds: list[int], n: int = 500, **sample_kw: Any
+def sample_audio_sets(denoiser: Any, seeds: list[int], n: int = 500, **sample_kw: Any
                       ) -> list[tuple[str, Tensor, Tensor | None, MelEncoder, int]]:
-    """One set of ``n`` decoded samples per seed, as ``(name, waveforms, requested digits, vocoder, seed)`` for
-    :func:`evaluate_audio`.  A class-conditional denoiser (``num_classes`` > 0) is asked for digit
-    ``i mod num_classes`` in sample i; the vocoder floor uses ``encoder`` (a waveform model: the default
-    :class:`MelEncoder`)."""
-    from ..generators import sample_decoded
+    """One set of ``n`` samples per seed, decoded to audio, as ``(name, waveforms, requested digits, vocoder,
+    seed)`` for :func:`evaluate_audio`.  A class-conditional denoiser (``num_classes`` > 0) is asked for digit
+    ``i mod num_classes`` in sample i; the vocoder floor uses the model's own mel encoder (a waveform model:
+    the default :class:`MelEncoder`)."""
+    from ..encoders.attached import data_space, decode_samples
+    from ..sampling import sample
     k = int(getattr(denoiser, "num_classes", 0) or 0)
     labels = torch.arange(n) % k if k else None
-    vocoder = encoder if isinstance(encoder, MelEncoder) else MelEncoder()
+    enc = getattr(denoiser, "encoder", None)
+    vocoder = enc if isinstance(enc, MelEncoder) else MelEncoder(length=data_space(denoiser)[1][-1])
     out = []
     for seed in seeds:
-        _, x, _ = sample_decoded(denoiser, encoder, n=n, seed=seed, cond=None if labels is None else {"label": labels},
-                                 **sample_kw)
+        res = sample(denoiser, n=n, seed=seed, cond=None if labels is None else {"label": labels}, **sample_kw)
         name = f"{sample_kw.get('sampler', 'ddim')}-{sample_kw.get('steps', 50)} seed {seed}"
-        out.append((name, x.clamp(-1, 1), labels, vocoder, seed))
+        out.append((name, decode_samples(denoiser, res.x).clamp(-1, 1), labels, vocoder, seed))
     return out

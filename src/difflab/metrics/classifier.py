@@ -18,8 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.pixels import to_unit
+from ..denoisers.denoiser import as_time
 from ..errors import DifflabError
 from ..io import check_format, load_bundle_tensors, read_json, save_bundle
+from ..nn.unet import timestep_embedding
+from ..process.forward import q_sample
+from ..process.schedules import schedule_from_config
 
 __all__ = ["ModuleExtractor", "SmallCNN", "CLASSIFIERS", "train_classifier", "save_classifier", "load_classifier"]
 
@@ -56,25 +60,44 @@ class ModuleExtractor:
 
 
 class SmallCNN(nn.Module):
-    """conv(32)-conv(32)-pool-conv(64)-conv(64)-pool-global average-fc(feature_dim)-fc(classes)."""
+    r"""conv(32)-conv(32)-pool-conv(64)-conv(64)-pool-global average-fc(feature_dim)-fc(classes).
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, feature_dim: int = 128):
+    With a ``schedule`` it is a *noise-aware* classifier of :math:`p(y \mid x_t)` for classifier guidance
+    (Dhariwal & Nichol, arXiv:2105.05233): the sinusoidal embedding of the schedule's timestep of t goes
+    through an MLP and is added, per channel, after each convolution; ``forward(x_t, t)``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, feature_dim: int = 128, schedule=None):
         super().__init__()
-        self.config = {"in_channels": in_channels, "num_classes": num_classes, "feature_dim": feature_dim}
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "feature_dim": feature_dim,
+                       "schedule": None if schedule is None else schedule.config()}
+        self.schedule = schedule
         c = [in_channels, 32, 32, 64, 64]
         self.convs = nn.ModuleList(nn.Conv2d(c[i], c[i + 1], 3, padding=1) for i in range(4))
         self.fc = nn.Linear(64, feature_dim)
         self.out = nn.Linear(feature_dim, num_classes)
+        if schedule is not None:
+            self.time_mlp = nn.Sequential(nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, 128))
+            self.time_proj = nn.ModuleList(nn.Linear(128, c[i + 1]) for i in range(4))
 
-    def features(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+        temb = None
+        if self.schedule is not None:
+            if t is None:
+                raise DifflabError("a noise-aware classifier needs the time t of its input")
+            steps = self.schedule.timestep(as_time(t, x).to(torch.float64)).to(torch.float32)
+            temb = F.silu(self.time_mlp(timestep_embedding(steps, 64).to(x.dtype)))
         for i, conv in enumerate(self.convs):
-            x = F.silu(conv(x))
+            h = conv(x)
+            if temb is not None:
+                h = h + self.time_proj[i](temb)[:, :, None, None]
+            x = F.silu(h)
             if i % 2 == 1 and min(x.shape[-2:]) >= 2:
                 x = F.max_pool2d(x, 2)
         return F.silu(self.fc(x.mean((2, 3))))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.features(x))
+    def forward(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+        return self.out(self.features(x, t))
 
     def extractor(self, batch_size: int = 256, progress: bool = False) -> ModuleExtractor:
         return ModuleExtractor(self.features, self.config["feature_dim"], batch_size, progress, name="classifier")
@@ -88,18 +111,21 @@ class SmallCNN(nn.Module):
 
 # classifier config "type" -> builder from the config (other modules add theirs: metrics.audio)
 CLASSIFIERS: dict[str, Callable[[dict], nn.Module]] = {
-    "small_cnn": lambda cfg: SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"])}
+    "small_cnn": lambda cfg: SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"],
+                                      schedule=None if cfg.get("schedule") is None
+                                      else schedule_from_config(cfg["schedule"]))}
 
 
 def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, progress: bool = True, net: nn.Module | None = None) -> nn.Module:
-    """Train ``net`` (default :class:`SmallCNN`) on images in [-1, 1] with small random shifts (AdamW,
-    cosine LR)."""
+                     seed: int = 0, progress: bool = True, schedule=None, net: nn.Module | None = None) -> nn.Module:
+    r"""Train ``net`` (default :class:`SmallCNN`) on images in [-1, 1] with small random shifts (AdamW, cosine
+    LR).  With a ``schedule`` the images are first noised to :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon` at t
+    from the schedule's training proposal, and the classifier learns :math:`p(y \mid x_t)`."""
     if labels is None:
         raise DifflabError("training a classifier needs labelled data")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = SmallCNN(x.shape[1], int(labels.max()) + 1) if net is None else net
+    net = SmallCNN(x.shape[1], int(labels.max()) + 1, schedule=schedule) if net is None else net
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     it = range(steps)
     if progress:
@@ -113,7 +139,11 @@ def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: i
         xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
         for grp in opt.param_groups:
             grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        loss = F.cross_entropy(net(xb), labels[idx])
+        t = None
+        if schedule is not None:
+            t = schedule.sample_t(batch_size, generator=g)
+            xb = q_sample(schedule, xb, t, eps=torch.randn(xb.shape, generator=g))
+        loss = F.cross_entropy(net(xb, t), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

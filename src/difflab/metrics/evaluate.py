@@ -25,8 +25,8 @@ from .classifier import ModuleExtractor
 from .distances import frechet_distance_from_stats, gaussian_stats, kid, precision_recall
 from .scores import class_entropy, inception_score, memorisation
 
-__all__ = ["cache_dir", "reference_features", "set_scores", "evaluate_samples", "sample_sets", "read_samples", "evaluate_sets",
-           "aggregate", "format_table", "save_json"]
+__all__ = ["cache_dir", "reference_features", "set_scores", "evaluate_samples", "sample_sets", "read_samples",
+           "evaluate_sets", "aggregate", "format_table", "save_json"]
 
 
 def cache_dir() -> Path:
@@ -94,7 +94,7 @@ def set_scores(f: Tensor, f_ref: Tensor, ref_stats: tuple[Tensor, Tensor], tag: 
 
 def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, min_samples: int = 1000,
                      kid_subset: int = 1000, seed: int = 0, use_cache: bool = True,
-                     progress: bool = False) -> dict[str, Any]:
+                     progress: bool = False, labels: Tensor | None = None) -> dict[str, Any]:
     """All scores of one sample set (images uint8 or in [-1, 1]) against ``reference`` images, with the
     real-vs-real floor from a same-size subset of ``train`` (drawn with ``seed``).
 
@@ -130,6 +130,8 @@ def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, m
         out["inception_score_floor"] = inception_score(probs_fn(sub), splits=min(10, n // 2))[0]
         ent, hist = class_entropy(probs)
         out["class_entropy"], out["class_histogram"] = ent, hist.tolist()
+        if labels is not None:   # samples drawn for requested classes: how often the classifier agrees
+            out["class_accuracy"] = float((probs.argmax(1) == torch.as_tensor(labels).long()).double().mean())
     out["memorisation"] = memorisation(to_unit(samples)[:2000], to_unit(train),
                                        to_unit(reference)[:2000])
     return out
@@ -139,38 +141,44 @@ def sample_sets(denoiser, seeds: list[int], n: int = 1000, sampler: str = "dpmpp
                 grid: str = "default", batch_size: int = 256, progress: bool = False,
                 **opts: Any) -> list[tuple[str, Tensor, int]]:
     """One set of ``n`` samples per seed, as ``(label, samples clamped to [-1, 1], seed)`` for
-    :func:`evaluate_sets` (the seed also draws that set's real-vs-real floor subset)."""
+    :func:`evaluate_sets` (the seed also draws that set's real-vs-real floor subset); a latent model's
+    samples are decoded."""
+    from ..encoders.attached import decode_samples
     from ..sampling import sample
     out = []
     for seed in seeds:
         res = sample(denoiser, n=n, sampler=sampler, steps=steps, grid=grid, seed=seed, batch_size=batch_size,
                      progress=progress, **opts)
-        out.append((f"{sampler}-{steps} seed {seed}", res.x.clamp(-1, 1), seed))
+        out.append((f"{sampler}-{steps} seed {seed}", decode_samples(denoiser, res.x).clamp(-1, 1), seed))
     return out
 
 
-def read_samples(path: str | os.PathLike) -> Tensor:
-    """The ``samples`` array of an ``.npz`` written by ``difflab sample``."""
+def read_samples(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
+    """The ``samples`` array of an ``.npz`` written by ``difflab sample``, and the requested ``labels`` if it
+    holds them."""
     import numpy as np
     path = Path(path)
     if not path.is_file():
         raise DifflabError(f"samples file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return torch.from_numpy(f["samples"])
+            labels = torch.from_numpy(f["labels"]) if "labels" in f.files else None
+            return torch.from_numpy(f["samples"]), labels
     except Exception as e:
         raise DifflabError(f"{path} is not a difflab samples .npz (key 'samples'): {e}") from None
 
 
-def evaluate_sets(sets: list[tuple[str, Tensor, int]], train: Tensor, reference: Tensor, model,
-                  min_samples: int = 1000, progress: bool = False) -> list[dict[str, Any]]:
-    """:func:`evaluate_samples` of every ``(label, samples, seed)`` set; shapes are checked against the data."""
+def evaluate_sets(sets: list[tuple], train: Tensor, reference: Tensor, model, min_samples: int = 1000,
+                  progress: bool = False) -> list[dict[str, Any]]:
+    """:func:`evaluate_samples` of every ``(name, samples, seed[, requested labels])`` set; shapes are checked
+    against the data."""
     results = []
-    for label, x, seed in sets:
+    for name, x, seed, *labels in sets:
         if tuple(x.shape[1:]) != tuple(train.shape[1:]):
-            raise DifflabError(f"{label}: samples have shape {tuple(x.shape[1:])}, the data {tuple(train.shape[1:])}")
-        r = evaluate_samples(x, train, reference, model, min_samples=min_samples, seed=seed, progress=progress)
-        r["label"] = label
+            raise DifflabError(f"{name}: samples have shape {tuple(x.shape[1:])}, the data {tuple(train.shape[1:])}")
+        r = evaluate_samples(x, train, reference, model, min_samples=min_samples, seed=seed, progress=progress,
+                             labels=labels[0] if labels else None)
+        r["label"] = name
         results.append(r)
     return results
 
@@ -210,6 +218,8 @@ def format_table(res: dict[str, Any]) -> str:
     if "inception_score" in res:
         lines.append(f"{'Inception Score':<24}{cell('inception_score', w, 3)}{cell('inception_score_floor', w + 2, 3)}")
         lines.append(f"{'class entropy (nats)':<24}{cell('class_entropy', w, 3)}")
+    if "class_accuracy" in res:
+        lines.append(f"{'requested-class accuracy':<24}{cell('class_accuracy', w, 3)}")
     ratio = res["memorisation_ratio"] if multi else res["memorisation"]["ratio"]
     std = f" +- {res['memorisation_ratio_runs_std']:.3f}" if multi else ""
     lines.append(f"{'nearest-train ratio':<24}{ratio:>{w - len(std)}.3f}{std}   (samples / held-out, 1 = no copying)")

@@ -5,7 +5,8 @@ from typing import Any
 
 from torch import nn
 
-from ..io import build_registered
+from ..errors import DifflabError
+from .conditioning import LabelEmbedding, check_labels
 from .defaults import default_network
 from .mlp import MLP
 from .unet import UNet, timestep_embedding
@@ -16,7 +17,15 @@ NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP, "wavenet": Wav
 
 def build_network(cfg: dict[str, Any]) -> nn.Module:
     """Build a network from ``{"type": name, **kwargs}`` (checkpoint configs, :func:`default_network`)."""
-    return build_registered(NETWORKS, cfg, "type", "network", default="unet")
+    cfg = dict(cfg)
+    kind = cfg.pop("type", "unet")
+    if kind not in NETWORKS:
+        raise DifflabError(f"unknown network type {kind!r}; choose from {', '.join(NETWORKS)}")
+    try:
+        return NETWORKS[kind](**cfg)
+    except TypeError as e:
+        raise DifflabError(f"bad network config: {e}") from None
 
 
-__all__ = ["MLP", "UNet", "WaveNet", "timestep_embedding", "build_network", "default_network", "NETWORKS"]
+__all__ = ["MLP", "UNet", "WaveNet", "timestep_embedding", "build_network", "default_network", "NETWORKS",
+           "LabelEmbedding", "check_labels"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DifflabError
+from .conditioning import LabelEmbedding, embed_label
 
 __all__ = ["UNet", "timestep_embedding"]
 
@@ -129,6 +130,8 @@ class UNet(nn.Module):
         groups, norm_eps: GroupNorm groups (must divide every width) and epsilon.
         flip_sin_to_cos, freq_shift: conventions of the timestep embedding.
         downsample_padding: 1 (symmetric) or 0 (pad right/bottom, DDPM's original).
+        num_classes: > 0 makes the network class-conditional: ``forward(x, timestep, label)`` adds a learned
+            label embedding (:class:`~.conditioning.LabelEmbedding`, with a null label) to the time embedding.
     """
 
     network_type = "unet"
@@ -138,7 +141,7 @@ class UNet(nn.Module):
                  attention_levels: Sequence[int] = (2,), heads: int = 1, head_dim: int | None = None,
                  mid_attention: bool = True, dropout: float = 0.0, groups: int = 8, norm_eps: float = 1e-5,
                  flip_sin_to_cos: bool = True, freq_shift: float = 0.0, downsample_padding: int = 1,
-                 time_embed_dim: int | None = None):
+                 time_embed_dim: int | None = None, num_classes: int = 0):
         super().__init__()
         channels = list(channels)
         out_channels = out_channels or in_channels
@@ -154,13 +157,14 @@ class UNet(nn.Module):
             layers_per_block=layers_per_block, attention_levels=sorted(attention_levels), heads=heads,
             head_dim=head_dim, mid_attention=mid_attention, dropout=dropout, groups=groups,
             norm_eps=norm_eps, flip_sin_to_cos=flip_sin_to_cos, freq_shift=freq_shift,
-            downsample_padding=downsample_padding, time_embed_dim=time_embed_dim)
+            downsample_padding=downsample_padding, time_embed_dim=time_embed_dim, num_classes=num_classes)
         n_heads = (lambda c: c // head_dim) if head_dim else (lambda c: heads)
         c_time = time_embed_dim or 4 * channels[0]
         res = lambda ci, co: ResBlock(ci, co, c_time, groups, norm_eps, dropout)  # noqa: E731
         attn = lambda c: SelfAttention(c, n_heads(c), groups, norm_eps)  # noqa: E731
 
         self.time_mlp = nn.Sequential(nn.Linear(channels[0], c_time), nn.SiLU(), nn.Linear(c_time, c_time))
+        self.label_embed = LabelEmbedding(num_classes, c_time) if num_classes else None
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -214,12 +218,15 @@ class UNet(nn.Module):
             raise DifflabError(f"image size {h}x{w} does not fit a UNet with {len(self.config['channels'])} "
                                f"levels: height and width must be divisible by {f}")
 
-    def forward(self, x: Tensor, timestep: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timestep: Tensor, label: Tensor | None = None) -> Tensor:
         self.check_input(x.shape[1:])
         t = timestep.reshape(-1).expand(x.shape[0]) if timestep.numel() == 1 else timestep
         emb = timestep_embedding(t, self.config["channels"][0], self.config["flip_sin_to_cos"],
                                  self.config["freq_shift"])
         temb = self.time_mlp(emb.to(x.dtype))
+        lemb = embed_label(self.label_embed, label, x.shape[0])
+        if lemb is not None:
+            temb = temb + lemb.to(temb.dtype)
         h = self.stem(x)
         skips = [h]
         for level in self.down:

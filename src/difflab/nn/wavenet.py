@@ -11,8 +11,9 @@ convolution split into a residual (added back, scaled by :math:`1/\sqrt2`) and a
 summed and scaled by :math:`1/\sqrt{layers}`, then ReLU, 1x1, ReLU and a zero-initialised 1x1 to the
 output.  The receptive field is :math:`1 + 2\sum_i 2^{i \bmod cycle}` samples.
 
-Class conditioning (``num_classes`` > 0) adds a learned embedding of the label to the timestep embedding;
-index ``num_classes`` is the "null" label (``label=None``), for unconditional and guided sampling.
+Class conditioning (``num_classes`` > 0) adds a learned embedding of the label to the timestep embedding
+(:class:`~.conditioning.LabelEmbedding`: index ``num_classes`` is the null label, ``label=None``), as DiffWave's
+conditional digit model does and as the UNet does.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DifflabError
+from .conditioning import LabelEmbedding, embed_label
 from .unet import timestep_embedding
 
 __all__ = ["WaveNet"]
@@ -64,10 +66,9 @@ class WaveNet(nn.Module):
         self.config: dict[str, Any] = dict(in_channels=in_channels, out_channels=out_channels, channels=channels,
                                            layers=layers, cycle=cycle, time_embed_dim=time_embed_dim,
                                            num_classes=num_classes)
-        self.num_classes = num_classes
         self.time_mlp = nn.Sequential(nn.Linear(128, time_embed_dim), nn.SiLU(),
                                       nn.Linear(time_embed_dim, time_embed_dim), nn.SiLU())
-        self.label_embed = nn.Embedding(num_classes + 1, time_embed_dim) if num_classes > 0 else None
+        self.label_embed = LabelEmbedding(num_classes, time_embed_dim) if num_classes else None
         self.stem = nn.Conv1d(in_channels, channels, 1)
         self.res = nn.ModuleList(_ResidualLayer(channels, 2 ** (i % cycle), time_embed_dim) for i in range(layers))
         self.skip_proj = nn.Conv1d(channels, channels, 1)
@@ -89,12 +90,9 @@ class WaveNet(nn.Module):
         self.check_input(x.shape[1:])
         t = timestep.reshape(-1).expand(x.shape[0]) if timestep.numel() == 1 else timestep
         temb = self.time_mlp(timestep_embedding(t, 128).to(x.dtype))
-        if label is not None and self.label_embed is None:
-            raise DifflabError("this WaveNet is unconditional (num_classes=0); it takes no label")
-        if self.label_embed is not None:
-            if label is None:
-                label = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-            temb = temb + self.label_embed(label)
+        lemb = embed_label(self.label_embed, label, x.shape[0])
+        if lemb is not None:
+            temb = temb + lemb
         h = F.relu(self.stem(x))
         skips = torch.zeros_like(h)
         for layer in self.res:

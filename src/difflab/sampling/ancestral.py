@@ -16,7 +16,7 @@ from .grids import grid_alpha_sigma
 from .noise import randn_like
 from .registry import Callback, Noise, emit, register
 
-__all__ = ["ancestral_step", "ancestral_chain", "sample_ddpm", "sample_ddim"]
+__all__ = ["ancestral_step", "ancestral_chain", "sample_ddpm", "sample_repaint", "sample_ddim"]
 
 VARIANCES = ("fixed_small", "fixed_large")
 
@@ -64,6 +64,32 @@ def sample_ddpm(denoiser: DenoiserFn, x_T: Tensor, ts: Tensor, *, generator: Noi
     r"""DDPM ancestral sampling: :math:`x_s \sim q(x_s \mid x_t, x_0 = \hat x_0)` at each step
     (:func:`ancestral_step`; ``variance`` fixed_small or fixed_large)."""
     return ancestral_chain(denoiser, x_T, ts, generator=generator, callback=callback, variance=variance, cond=cond)
+
+
+@register("repaint", order=1, nfe_per_step=lambda o: o["resample"], stochastic=True,
+          budget=lambda nfe: (max(1, (nfe - 1) // 10 + 1), {}),   # 10 evaluations a step, 1 on the last
+          summary="DDPM with RePaint resampling: each step undone and redone (Lugmayr et al. 2022)")
+def sample_repaint(denoiser: DenoiserFn, x_T: Tensor, ts: Tensor, *, generator: Noise = None,
+                   callback: Callback = None, resample: int = 10, **cond: Any) -> Tensor:
+    r"""RePaint's resampling (Lugmayr et al., arXiv:2201.09865, Algorithm 1 with jump length 1): each DDPM step
+    from t to s is taken ``resample`` times; between them the state goes back from s to t by the forward
+    transition :math:`q(x_t \mid x_s)`, which lets a constrained denoiser's known and generated parts
+    harmonise (use it with :class:`~difflab.guidance.ConstrainedDenoiser`)."""
+    if resample < 1:
+        raise DifflabError(f"resample must be >= 1, got {resample}")
+    a, s = grid_alpha_sigma(denoiser.schedule, ts)
+    x = x_T
+    for i in range(len(ts) - 1):
+        for u in range(resample):
+            x0 = denoiser(x, ts[i], **cond)
+            x_s = ancestral_step(x, x0, a[i], s[i], a[i + 1], s[i + 1], generator=generator)
+            if u == resample - 1 or s[i + 1] == 0:
+                break
+            a_ts, var = transition_coefficients(a[i + 1], s[i + 1], a[i], s[i])
+            x = expand(a_ts, x_s) * x_s + expand(var.sqrt(), x_s) * randn_like(x_s, generator)
+        x = x_s
+        emit(callback, i, ts[i], x, x0)
+    return x
 
 
 @register("ddim", order=1, nfe_per_step=1, stochastic="eta",

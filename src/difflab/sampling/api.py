@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..denoisers.denoiser import DenoiserFn, NFECounter
 from ..errors import DifflabError
+from ..process.forward import q_sample
 from .grids import time_grid
 from .noise import SampleNoise
 from .registry import get_sampler
@@ -41,10 +42,14 @@ def prior_noise(denoiser: DenoiserFn, noise: SampleNoise, shape: tuple[int, ...]
 
 
 def sample_one_batch(denoiser: DenoiserFn, indices: range, shape: tuple[int, ...], sampler: str, ts: Tensor, seed: int,
-                     callback: Callable | None = None, **opts: Any) -> Tensor:
-    """Samples ``indices`` of the run with ``seed`` (each from its own noise stream)."""
+                     callback: Callable | None = None, x0_start: Tensor | None = None, **opts: Any) -> Tensor:
+    r"""Samples ``indices`` of the run with ``seed`` (each from its own noise stream).  With ``x0_start``
+    (SDEdit), the start is :math:`x_{t_0} = \alpha_{t_0} x_0 + \sigma_{t_0} z` of those images instead of the prior."""
     noise = SampleNoise(seed, indices)
-    x_T = prior_noise(denoiser, noise, shape, ts[0])
+    if x0_start is None:
+        x_T = prior_noise(denoiser, noise, shape, ts[0])
+    else:
+        x_T = q_sample(denoiser.schedule, x0_start.float(), ts[0], eps=noise.randn(shape))
     return get_sampler(sampler).fn(denoiser, x_T, ts, generator=noise, callback=callback, **opts)
 
 
@@ -52,14 +57,17 @@ def sample_one_batch(denoiser: DenoiserFn, indices: range, shape: tuple[int, ...
 def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = None, sampler: str = "ddim", steps: int = 50,
            grid: str = "default", sigma_max: float | None = None, seed: int = 0, batch_size: int = 256, progress: bool = True,
            trajectory: list[int] | None = None, trajectory_n: int = 8, ts: Tensor | None = None,
-           cond: dict[str, Any] | None = None, **opts: Any) -> SampleResult:
+           cond: dict[str, Any] | None = None, t_start: float = 1.0, x0_start: Tensor | None = None,
+           **opts: Any) -> SampleResult:
     """Draw ``n`` samples; sample i depends only on (seed, i).
 
     Args:
         denoiser: ``D(x_t, t, **cond) -> x0_hat`` with ``.schedule`` (and ``.data_shape`` if ``shape`` is None).
         sampler: a name from :data:`SAMPLERS`; ``opts`` go to it (e.g. ``eta``), checked by name.
-        cond: conditioning passed to the denoiser (e.g. class labels), per batch.
+        cond: conditioning passed to the denoiser (e.g. ``{"label": LongTensor (n,)}``), sliced per batch.
         steps, grid, sigma_max: the time grid (:func:`~.grids.time_grid`), unless ``ts`` is given.
+        t_start, x0_start: start at time ``t_start`` < 1 (the grid truncated there) from the images ``x0_start``
+            (n, *shape) noised to that time (SDEdit; :func:`difflab.guidance.img2img`).
         trajectory: step indices at which to keep ``x`` and ``x0_hat`` of the first ``trajectory_n``
             samples (returned in ``result.trajectory``).
     """
@@ -69,7 +77,9 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
     if n < 1:
         raise DifflabError(f"number of samples must be >= 1, got {n}")
     if ts is None:
-        ts = time_grid(denoiser.schedule, steps, grid, sigma_max=sigma_max)
+        ts = time_grid(denoiser.schedule, steps, grid, sigma_max=sigma_max, t_max=t_start)
+    if x0_start is not None and tuple(x0_start.shape) != (n, *shape):
+        raise DifflabError(f"x0_start has shape {tuple(x0_start.shape)}, expected {(n, *shape)}")
     counter = NFECounter(denoiser)
     was_training = getattr(denoiser, "training", False)
     if hasattr(denoiser, "eval"):
@@ -97,7 +107,9 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
                 traj["x0_hat"].append(d["x0_hat"][:trajectory_n].clone())
 
         batch_cond = {k: v[b0:b0 + len(idx)] for k, v in (cond or {}).items()}
-        out.append(sample_one_batch(counter, idx, shape, sampler, ts, seed, callback=cb, **opts, **batch_cond))
+        x0_batch = None if x0_start is None else x0_start[b0:b0 + len(idx)]
+        out.append(sample_one_batch(counter, idx, shape, sampler, ts, seed, callback=cb, x0_start=x0_batch, **opts,
+                                    **batch_cond))
         nfe_per_sample = counter.nfe
     if bar is not None:
         bar.close()

@@ -43,7 +43,8 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: floa
     """``steps + 1`` decreasing times from ``t_max`` to 0 (``steps`` network evaluations for a
     first-order sampler).
 
-    ``default`` is ``leading`` on discrete tables and ``uniform`` on continuous schedules.
+    ``default`` is ``leading`` on discrete tables and ``uniform`` on continuous schedules; on a table,
+    ``t_max`` < 1 applies the spacing to the table's first round(t_max T) steps.
     ``t_min`` is the last time before the final jump to 0.  ``sigma_max`` starts the grid where
     sigma/alpha equals it (Karras et al. use 80): second-order steps from the sigma/alpha of about
     3e4 that VP schedules reach at t = 1 overshoot (tests/test_samplers.py shows it for Heun).
@@ -57,7 +58,9 @@ def time_grid(schedule: Schedule, steps: int, kind: str = "default", t_max: floa
     if kind not in GRIDS:
         raise DifflabError(f"unknown time grid {kind!r}; choose from {', '.join(GRIDS)}")
     if isinstance(schedule, DiscreteSchedule) and kind in ("default",) + SPACINGS:
-        idx = discrete_timesteps(schedule.T, steps, "leading" if kind == "default" else kind)
+        # t_max < 1 (SDEdit) keeps the first round(t_max T) steps of the table
+        T = schedule.T if t_max >= 1.0 else max(1, round(t_max * schedule.T))
+        idx = discrete_timesteps(T, steps, "leading" if kind == "default" else kind)
         ts = schedule.index_to_t(idx)
     else:
         if kind in SPACINGS:

@@ -54,6 +54,7 @@ def model_config(denoiser: Denoiser, data_shape: tuple[int, ...], data_kind: str
         "sigma_data": denoiser.sigma_data,
         "data_kind": data_kind or kind_of_shape(data_shape),
         "data_shape": list(data_shape),
+        "classes": denoiser.classes,
     }
 
 
@@ -66,6 +67,10 @@ def build_denoiser(cfg: dict[str, Any]) -> Denoiser:
         den.data_shape = tuple(cfg["data_shape"])
     except KeyError as e:
         raise DifflabError(f"checkpoint config lacks the field {e}") from None
+    den.classes = cfg.get("classes")
+    if den.num_classes and (den.classes is None or len(den.classes) != den.num_classes):
+        raise DifflabError(f"checkpoint config: a network of {den.num_classes} classes needs their {den.num_classes} "
+                           f"names in 'classes'")
     kind = cfg.get("data_kind") or kind_of_shape(den.data_shape)
     if kind not in DATA_KINDS:
         raise DifflabError(f"checkpoint config names an unknown data kind {kind!r}")
@@ -134,10 +139,14 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, config: dict[str, An
 def save_checkpoint(run_dir: str | os.PathLike, denoiser: Denoiser, data_shape: tuple[int, ...], step: int,
                     ema: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
                     extra_state: dict[str, torch.Tensor] | None = None, training: dict[str, Any] | None = None,
-                    keep: int = 3, data_kind: str | None = None) -> Path:
-    """Write checkpoint ``step`` of ``run_dir`` atomically and point ``latest`` at it."""
+                    keep: int = 3, data_kind: str | None = None, encoder: Any = None) -> Path:
+    """Write checkpoint ``step`` of ``run_dir`` atomically and point ``latest`` at it; a model trained in an
+    ``encoder``'s space records it (:func:`~difflab.encoders.attached.encoder_record`)."""
     cfg: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION,
                            **model_config(denoiser, data_shape, data_kind), "training": training or {}}
+    if encoder is not None:
+        from ..encoders.attached import encoder_record
+        cfg["encoder"] = encoder_record(encoder, run_dir)
     files = {"model.safetensors": denoiser.net.state_dict()}
     if ema is not None:
         files["ema.safetensors"] = ema.state_dict()
@@ -189,9 +198,21 @@ class Checkpoint:
         """The tensors of one file, checked against the SHA-256 in config.json."""
         return load_bundle_tensors(self.path, self.config, fname, what="checkpoint file")
 
+    def encoder(self) -> Any:
+        """The encoder this model was trained in the space of (None: the data itself), loaded and checked
+        against the recorded digest (:func:`~difflab.encoders.attached.load_encoder`)."""
+        if not self.config.get("encoder"):
+            return None
+        from ..encoders.attached import load_encoder
+        run_dir = self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
+        return load_encoder(self.config["encoder"], run_dir)
+
     def denoiser(self, weights: str = "ema") -> Denoiser:
-        """The denoiser with ``ema`` (default, falls back to ``model``) or ``model`` weights."""
+        """The denoiser with ``ema`` (default, falls back to ``model``) or ``model`` weights, and
+        ``.encoder`` if it runs in an encoder's space."""
         den = build_denoiser(self.config)
+        if self.config.get("encoder"):
+            den.encoder = self.encoder()
         fname = f"{weights}.safetensors"
         if weights == "ema" and fname not in self.config.get("files", {}):
             fname = "model.safetensors"

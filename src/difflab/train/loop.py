@@ -20,6 +20,7 @@ import torch
 
 from ..data.kinds import Dataset
 from ..denoisers.denoiser import Denoiser
+from ..encoders.attached import check_same_encoder, data_space, decode_samples
 from ..errors import DifflabError
 from ..io import atomic_write_json
 from ..losses import WEIGHTINGS, denoising_loss
@@ -45,6 +46,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
     min_snr_gamma: float = 5.0
+    cond_drop: float = 0.1            # class-conditional models: fraction of labels replaced by the null label
     bf16: bool = False
     seed: int = 0
     log_every: int = 25
@@ -72,6 +74,8 @@ class TrainConfig:
             raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise DifflabError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.cond_drop < 1:
+            raise DifflabError(f"label dropout (cond_drop) must be in [0, 1), got {self.cond_drop}")
         if self.weighting not in WEIGHTINGS:
             raise DifflabError(f"unknown loss weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
@@ -125,6 +129,18 @@ def lr_at(cfg: TrainConfig, step: int, progress: float = 0.0) -> float:
     return lr
 
 
+def _conditioning_labels(denoiser: Denoiser, data: Dataset) -> torch.Tensor | None:
+    """The labels a class-conditional denoiser trains on (None for an unconditional one); sets its class names."""
+    if denoiser.num_classes == 0:
+        return None
+    if data.labels is None:
+        raise DifflabError(f"a class-conditional model needs labelled data; {data.name} has no labels")
+    if data.num_classes > denoiser.num_classes:
+        raise DifflabError(f"{data.name} has {data.num_classes} classes, the model {denoiser.num_classes}")
+    denoiser.classes = list(data.classes) if data.classes else [str(k) for k in range(denoiser.num_classes)]
+    return data.labels.long()
+
+
 def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: TrainConfig | None = None,
           resume: bool = False, **overrides: Any) -> TrainResult:
     """Train ``denoiser`` on ``data`` into the run folder ``out``.
@@ -146,6 +162,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     if hasattr(denoiser.net, "check_input"):
         denoiser.net.check_input(shape)
     denoiser.data_shape, denoiser.data_kind = shape, data.kind
+    labels = _conditioning_labels(denoiser, data)
 
     net = denoiser.net
     betas = tuple(map(float, cfg.adam_betas))  # a list when read back from run.json
@@ -160,13 +177,17 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         ck = load_checkpoint(out)
         if list(ck.config["data_shape"]) != list(shape):
             raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
+        check_same_encoder(ck.config, getattr(data, "encoder", None), f"checkpoint {ck.path}")
         step = ck.restore_training(net, ema, opt, gen)
         print(f"resumed from {ck.path} at step {step}")
     if cfg.steps is not None and step >= cfg.steps:
         raise DifflabError(f"run {out} is already at step {step} >= steps={cfg.steps}; raise --steps to continue")
 
     ema_den = Denoiser(ema.model, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
+    ema_den.classes = denoiser.classes
     ema_den.data_shape, ema_den.data_kind = shape, data.kind
+    if getattr(data, "encoder", None) is not None:  # latent data: samples are decoded for the grids
+        ema_den.encoder = data.encoder
     log_path = out / "log.jsonl"
     train_info = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     train_info["data"] = {"name": data.name, "n": len(data), **data.info}
@@ -175,15 +196,18 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     def save() -> Path:
         return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt,
                                extra_state=training_state(gen, ema), training=train_info, keep=cfg.keep,
-                               data_kind=data.kind)
+                               data_kind=data.kind, encoder=getattr(data, "encoder", None))
 
     def write_samples(tag: str) -> None:
         from ..outputs import preview
         from ..sampling import sample
         n = data.preview_n or cfg.sample_n
+        # a conditional model shows its classes in turn (a grid of sample_n has rows of classes 0, 1, ...)
+        cond = {"label": torch.arange(n) % denoiser.num_classes} if labels is not None else None
         res = sample(ema_den, n=n, sampler="ddim", steps=cfg.sample_steps, seed=cfg.seed, progress=False,
-                     batch_size=data.sample_batch_size)
-        preview(data.kind, res.x, out / "samples" / f"{tag}.png", data=x_all, title=tag)
+                     batch_size=data.sample_batch_size, cond=cond)
+        kind, x = data_space(ema_den)[0], decode_samples(ema_den, res.x)
+        preview(kind, x, out / "samples" / f"{tag}.png", data=x_all if kind == data.kind else None, title=tag)
 
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
     bar = None
@@ -212,6 +236,10 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                 break
             idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
             x0 = x_all[idx]
+            cond = {}
+            if labels is not None:   # label dropout: the null label teaches the unconditional model (CFG)
+                drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_drop
+                cond["label"] = torch.where(drop, denoiser.num_classes, labels[idx])
             t = denoiser.schedule.sample_t(cfg.batch_size, generator=gen)
             eps = torch.randn(x0.shape, generator=gen)
             progress = max(0.0 if cfg.steps is None else step / cfg.steps,
@@ -220,7 +248,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma).mean()
+                loss = denoising_loss(denoiser, x0, t, eps, cfg.weighting, cfg.min_snr_gamma, **cond).mean()
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
