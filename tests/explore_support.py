@@ -95,8 +95,9 @@ class FakeConditional(nn.Module):
         self.seen: list = []
 
     def forward(self, x, t, label=None):
+        """``label`` None, or per sample a class or the null index ``num_classes`` (the conditioning contract)."""
         self.seen.append(None if label is None else label.clone())
         if label is None:
             return self.null(x, t)
-        outs = torch.stack([d(x, t) for d in self.per_class])
+        outs = torch.stack([d(x, t) for d in self.per_class] + [self.null(x, t)])
         return outs[label, torch.arange(x.shape[0])]

@@ -11,7 +11,6 @@ encoder or data set misses the cache, a broken entry is recomputed.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import DifflabError
+from ..io import cache_dir as _cache_dir
 from ..io import load_bundle_tensors, read_json, save_bundle, sha256_bytes
 from .kinds import DATA_KINDS, Dataset
 
@@ -42,7 +42,7 @@ DATA_KINDS[LatentData.kind] = LatentData
 
 
 def latent_cache_dir() -> Path:
-    return Path(os.environ.get("DIFFLAB_CACHE", Path.home() / ".cache" / "difflab")) / "latents"
+    return _cache_dir("latents")
 
 
 @torch.no_grad()

@@ -141,8 +141,14 @@ class NFECounter(nn.Module):
         self.denoiser = denoiser
         self.schedule = denoiser.schedule
         self.nfe = 0
+        self.last_nfe = 1
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.denoiser, "num_classes", 0))
 
     def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         out = self.denoiser(x_t, t, **cond)
-        self.nfe += evaluations(self.denoiser)
+        self.last_nfe = evaluations(self.denoiser)
+        self.nfe += self.last_nfe
         return out

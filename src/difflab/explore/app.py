@@ -243,8 +243,8 @@ class Explorer:
         x, kind, note = self.forward_data()
         return {"model": self.main.info(), "toy": self.toy.info(),
                 "samplers": [{"name": s.name, "summary": s.summary, "order": s.order,
-                              "nfe_per_step": s.nfe_of_step(panels.recommended(s)), "adaptive": s.adaptive,
-                              "stochastic": s.is_stochastic(panels.recommended(s))} for s in SAMPLERS.values()],
+                              "nfe_per_step": s.nfe_of_step(s.settings()), "adaptive": s.adaptive,
+                              "stochastic": s.is_stochastic(s.settings())} for s in SAMPLERS.values()],
                 "forward": {"kind": kind, "examples": int(x.shape[0]) if kind == "images" else 1, "note": note},
                 "max_steps": MAX_STEPS}
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io import cache_dir as _cache_dir
+
 __all__ = ["Recipe", "BUILTINS", "cache_dir", "builtin_folder", "train_builtin", "finish_builtin"]
 
 
@@ -69,7 +71,7 @@ BUILTINS: dict[str, Recipe] = {
 
 def cache_dir() -> Path:
     """``$DIFFLAB_CACHE/explore`` (default ``~/.cache/difflab/explore``)."""
-    return Path(os.environ.get("DIFFLAB_CACHE", Path.home() / ".cache" / "difflab")) / "explore"
+    return _cache_dir("explore")
 
 
 def builtin_folder(name: str, recipe: Recipe, root: str | os.PathLike | None = None) -> Path:

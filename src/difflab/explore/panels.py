@@ -13,7 +13,7 @@ the page draws on a canvas.  States :math:`x_t` are shown as :math:`x_t/\sqrt{\a
   :func:`~difflab.sampling.nfe_settings` gives for one NFE budget, from the same seeded noise.
 * Score field: :func:`score_view`, the learned score :math:`(\alpha_t\hat x_0 - x)/\sigma_t^2`
   (:func:`difflab.score_hat`) on a grid at each time of a sampling trajectory, with the samples there.
-* Class-conditional models: :func:`label_cond` and :class:`ClassifierFreeGuidance`.
+* Class-conditional models: :func:`label_cond` and :class:`difflab.guidance.ClassifierFreeGuidance`.
 """
 from __future__ import annotations
 
@@ -29,16 +29,18 @@ from torch import Tensor, nn
 from ..data.kinds import PointData
 from ..denoisers import score_hat
 from ..errors import DifflabError
+from ..guidance import ClassifierFreeGuidance
+from ..nn.conditioning import check_labels
 from ..process import q_sample, schedule_from_spec
 from ..process.schedules import Schedule
 from ..sampling import SAMPLERS, nfe_settings, sample
 from ..sampling.api import prior_noise
 from ..sampling.noise import SampleNoise
-from ..sampling.registry import SamplerInfo, get_sampler
+from ..sampling.registry import get_sampler
 from ..viz import grid_array
 from .jobs import Job, Watch
 
-__all__ = ["picture", "unit_scale", "forward_schedules", "schedule_curves", "forward_view", "recommended",
+__all__ = ["picture", "unit_scale", "forward_schedules", "schedule_curves", "forward_view",
            "label_cond", "ClassifierFreeGuidance", "reverse_run", "compare_run", "score_view", "LOGSNR_CLIP"]
 
 COMPARE_SCHEDULES = ("linear", "cosine", "sigmoid", "scaled_linear")   # as 1000-step tables, like the demo
@@ -120,48 +122,16 @@ def label_cond(label: int | None, n: int, num_classes: int) -> dict[str, Tensor]
     """``cond`` for ``n`` samples of class ``label`` (None: unconditional)."""
     if label is None:
         return None
-    if num_classes <= 0:
-        raise DifflabError("this model is not class-conditional; it takes no class")
-    if not 0 <= int(label) < num_classes:
-        raise DifflabError(f"unknown class {label}; this model has classes 0 to {num_classes - 1}")
-    return {"label": torch.full((n,), int(label), dtype=torch.long)}
+    return {"label": check_labels(torch.full((n,), int(label), dtype=torch.long), num_classes, allow_null=False)}
 
 
-class ClassifierFreeGuidance(nn.Module):
-    r"""Classifier-free guidance in :math:`\hat x_0` form (Ho & Salimans, arXiv:2207.12598, eq. 6):
-    :math:`D_w(x_t, t, c) = D(x_t, t, \varnothing) + w\,(D(x_t, t, c) - D(x_t, t, \varnothing))`, where the null
-    condition is ``label=None`` (the network's learned null label).  ``w = 1`` is the conditional model; each
-    guided call costs two network evaluations, both counted by a :class:`.jobs.Watch` inside."""
-
-    def __init__(self, denoiser: nn.Module, scale: float):
-        super().__init__()
-        self.denoiser, self.scale, self.schedule = denoiser, float(scale), denoiser.schedule
-        self.train(bool(getattr(denoiser, "training", False)))
-
-    def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
-        x0_c = self.denoiser(x_t, t, **cond)
-        if cond.get("label") is None or self.scale == 1.0:
-            return x0_c
-        x0_u = self.denoiser(x_t, t, **{**cond, "label": None})
-        return x0_u + self.scale * (x0_c - x0_u)
-
-
-def _guided(watch: Watch, guidance: float | None) -> nn.Module:
-    return watch if guidance is None or float(guidance) == 1.0 else ClassifierFreeGuidance(watch, guidance)
+def _guided(denoiser: nn.Module, guidance: float | None) -> nn.Module:
+    """The model with classifier-free guidance (:class:`difflab.guidance.ClassifierFreeGuidance`) when asked;
+    a :class:`.jobs.Watch` around it then counts both evaluations of a guided step."""
+    return denoiser if guidance is None or float(guidance) == 1.0 else ClassifierFreeGuidance(denoiser, float(guidance))
 
 
 # -- sampling ------------------------------------------------------------------------------------------
-def recommended(info: SamplerInfo) -> dict[str, Any]:
-    """The sampler's recommended options, time grid and start (those :meth:`SamplerInfo.for_nfe` applies),
-    for a number of steps the learner chooses."""
-    opts: dict[str, Any] = dict(info.recommended)
-    if info.grid != "default":
-        opts["grid"] = info.grid
-    if info.sigma_max is not None:
-        opts["sigma_max"] = info.sigma_max
-    return opts
-
-
 def _states(schedule: Schedule, x_T: Tensor, t0: float, traj: dict[str, Any]) -> list[tuple[float | None, float, Tensor, Tensor | None]]:
     """(t of the estimate, t of the state, state at unit variance, x0_hat) for the start and each step."""
     out = [(None, t0, x_T * unit_scale(schedule, t0), None)]
@@ -187,10 +157,10 @@ def reverse_run(denoiser: Any, kind: str, job: Job, sampler: str, steps: int, se
     the start noise and up to ``max_frames`` steps: the state and the denoiser's estimate at each, and the
     network evaluations counted."""
     info = get_sampler(sampler)
-    opts = recommended(info)
+    opts = info.settings()
     expected = steps * info.nfe_of_step(opts) * (2 if cond and guidance not in (None, 1.0) else 1)
-    watch = Watch(denoiser, job, expected, f"{sampler}: ")
-    res = sample(_guided(watch, guidance), n=n, shape=tuple(denoiser.data_shape), sampler=sampler, steps=steps,
+    watch = Watch(_guided(denoiser, guidance), job, expected, f"{sampler}: ")
+    res = sample(watch, n=n, shape=tuple(denoiser.data_shape), sampler=sampler, steps=steps,
                  seed=seed, progress=False, batch_size=n, trajectory=ALL_STEPS, trajectory_n=n, cond=cond, **opts)
     x_T = prior_noise(denoiser, SampleNoise(seed, range(n)), tuple(denoiser.data_shape), res.ts[0])
     states = _states(denoiser.schedule, x_T, float(res.ts[0]), res.trajectory)
@@ -218,9 +188,9 @@ def compare_run(denoiser: Any, kind: str, job: Job, nfe: int, seed: int, n: int,
         steps, opts = settings
         info = get_sampler(name)
         expected = nfe if info.adaptive else steps * info.nfe_of_step(opts) * per_call
-        watch = Watch(denoiser, job, expected, f"{name} ({k + 1}/{len(names)}): ")
+        watch = Watch(_guided(denoiser, guidance), job, expected, f"{name} ({k + 1}/{len(names)}): ")
         watch.offset, watch.share = k / len(names), 1 / len(names)
-        res = sample(_guided(watch, guidance), n=n, shape=tuple(denoiser.data_shape), sampler=name, steps=steps,
+        res = sample(watch, n=n, shape=tuple(denoiser.data_shape), sampler=name, steps=steps,
                      seed=seed, progress=False, batch_size=n, cond=cond, **opts)
         out.append({"sampler": name, "steps": steps, "adaptive": info.adaptive, "options": opts, "nfe": watch.nfe,
                     "seconds": round(res.seconds, 3), "stochastic": info.is_stochastic(opts),
@@ -238,7 +208,7 @@ def score_view(denoiser: Any, data: Tensor, sampler: str = "ddim", steps: int = 
         raise DifflabError(f"the score field needs a 2-D model, got samples of shape {tuple(denoiser.data_shape)}")
     info = get_sampler(sampler)
     res = sample(denoiser, n=n, sampler=sampler, steps=steps, seed=seed, progress=False, batch_size=n,
-                 trajectory=ALL_STEPS, trajectory_n=n, **recommended(info))
+                 trajectory=ALL_STEPS, trajectory_n=n, **info.settings())
     x_T = prior_noise(denoiser, SampleNoise(seed, range(n)), (2,), res.ts[0])
     frames = [(float(res.ts[0]), x_T)] + list(zip(res.trajectory["t_next"], res.trajectory["x"]))
     frames = [frames[k] for k in _pick(len(frames), max_frames)]

@@ -22,11 +22,16 @@ import torch
 
 from ..errors import DifflabError
 
-__all__ = ["sha256_file", "sha256_bytes", "fsync_dir", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["cache_dir", "sha256_file", "sha256_bytes", "fsync_dir", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "save_tensors", "load_tensors", "read_json", "check_format", "save_bundle",
            "load_bundle_tensors"]
 
 PathLike = str | os.PathLike
+
+
+def cache_dir(*parts: str) -> Path:
+    """difflab's cache folder, ``$DIFFLAB_CACHE`` (default ``~/.cache/difflab``), joined with ``parts``."""
+    return Path(os.environ.get("DIFFLAB_CACHE", Path.home() / ".cache" / "difflab")).joinpath(*parts)
 
 
 def sha256_file(path: PathLike) -> str:

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..data.pixels import to_uint8, to_unit
 from ..errors import DifflabError
 from ..io import atomic_write_json, load_tensors, save_tensors, sha256_bytes
+from ..io import cache_dir as _cache_dir
 from .classifier import ModuleExtractor
 from .distances import frechet_distance_from_stats, gaussian_stats, kid, precision_recall
 from .scores import class_entropy, inception_score, memorisation
@@ -30,7 +31,7 @@ __all__ = ["cache_dir", "reference_features", "set_scores", "evaluate_samples", 
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DIFFLAB_CACHE", Path.home() / ".cache" / "difflab")) / "features"
+    return _cache_dir("features")
 
 
 def _hash(images: Tensor, module: torch.nn.Module) -> str:

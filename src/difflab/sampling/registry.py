@@ -86,19 +86,24 @@ class SamplerInfo:
             return self.nfe_per_step({**self.defaults(), **(opts or {})})
         return self.nfe_per_step
 
+    def settings(self) -> dict[str, Any]:
+        """The recommended setting for any number of steps: its options, time grid and start."""
+        opts: dict[str, Any] = dict(self.recommended)
+        if self.grid != "default":
+            opts["grid"] = self.grid
+        if self.sigma_max is not None:
+            opts["sigma_max"] = self.sigma_max
+        return opts
+
     def for_nfe(self, nfe: int) -> tuple[int, dict[str, Any]] | None:
         """Steps and options of the recommended setting that spend about ``nfe`` network evaluations per
         sample (None if the sampler cannot be that cheap)."""
-        opts: dict[str, Any] = dict(self.recommended)
+        opts = self.settings()
         if self.budget is not None:
             steps, extra = self.budget(nfe)
             opts.update(extra)
         else:
             steps = nfe // self.nfe_of_step(opts)
-        if self.grid != "default":
-            opts["grid"] = self.grid
-        if self.sigma_max is not None:
-            opts["sigma_max"] = self.sigma_max
         return (steps, opts) if steps >= 1 else None
 
 
