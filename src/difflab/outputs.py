@@ -2,7 +2,9 @@
 
 * :func:`preview`: one picture of a set of samples: an image grid, or points over the data.
 * :func:`save_samples`: ``<tag>.png`` (the preview) and ``<tag>.npz`` (key ``samples``: uint8 for
-  images, as ``difflab eval`` reads them; float32 otherwise), and optionally every image as a PNG.
+  images, int16 for audio, as ``difflab eval`` reads them; float32 otherwise; key ``labels``: the
+  requested classes, when given), and optionally every image as a PNG (audio: always every sample
+  as a WAV file).
 
 A new data kind adds its two functions to ``WRITERS``; the trainer and ``difflab sample`` only call
 :func:`preview` and :func:`save_samples`.
@@ -16,7 +18,7 @@ from typing import Callable
 import numpy as np
 from torch import Tensor
 
-from .data import to_uint8
+from .data import AudioData, to_int16, to_uint8
 from .errors import DifflabError
 
 __all__ = ["preview", "save_samples", "WRITERS", "SampleWriter"]
@@ -27,6 +29,7 @@ class SampleWriter:
     preview: Callable[..., Path | None]       # (samples, path, data=None, title=None, nrow=None) -> path or None
     arrays: Callable[[Tensor], np.ndarray]    # samples -> the array stored in .npz
     files: Callable[[np.ndarray, Path], Path] | None = None   # arrays -> one file per sample, in a folder
+    files_by_default: bool = False            # write the per-sample files unless told not to (sound)
 
 
 def _image_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
@@ -51,9 +54,24 @@ def _point_preview(samples: Tensor, path: Path, data: Tensor | None = None, titl
     return points_figure(samples, path, data=None if data is None else data[:2000], title=title)
 
 
+def _audio_preview(samples: Tensor, path: Path, data: Tensor | None = None, title: str | None = None,
+                   nrow: int | None = None) -> Path:
+    from .viz import audio_figure
+    return audio_figure(samples, path, AudioData.sample_rate, title=title)
+
+
+def _audio_files(arr: np.ndarray, folder: Path) -> Path:
+    from .data import write_wav
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arr):
+        write_wav(folder / f"{i:06d}.wav", a, AudioData.sample_rate)
+    return folder
+
+
 WRITERS: dict[str, SampleWriter] = {
     "images": SampleWriter(_image_preview, to_uint8, _image_files),
     "points": SampleWriter(_point_preview, lambda x: x.detach().float().cpu().numpy()),
+    "audio": SampleWriter(_audio_preview, to_int16, _audio_files, files_by_default=True),
 }
 
 
@@ -70,12 +88,13 @@ def preview(kind: str, samples: Tensor, path: str | Path, data: Tensor | None = 
     return _writer(kind).preview(samples, Path(path), data=data, title=title, nrow=nrow)
 
 
-def save_samples(kind: str, samples: Tensor, out: str | Path, tag: str, each: bool = False,
+def save_samples(kind: str, samples: Tensor, out: str | Path, tag: str, each: bool | None = None,
                  labels: Tensor | None = None, nrow: int | None = None) -> dict[str, Path]:
     """Write ``out/<tag>.png`` and ``out/<tag>.npz`` (key ``samples``, and ``labels`` when the samples were
-    drawn for requested classes; with ``each``, one file per sample in ``out/<tag>_<kind>/``); returns what
-    was written by role (``preview``, ``arrays``, ``files``)."""
+    drawn for requested classes; with ``each``, default: the kind's habit, one file per sample in
+    ``out/<tag>_<kind>/``); returns what was written by role (``preview``, ``arrays``, ``files``)."""
     w = _writer(kind)
+    each = w.files_by_default if each is None else each
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

@@ -17,7 +17,7 @@ from .process.forward import q_sample
 from .process.schedules import Schedule
 
 __all__ = ["grid_array", "save_grid", "plot_schedules", "forward_figure", "trajectory_figure", "panels_figure",
-           "points_figure", "forward_points_figure", "score_field_figure", "paths_figure"]
+           "points_figure", "forward_points_figure", "score_field_figure", "paths_figure", "audio_figure"]
 
 
 def _upscale(h: int) -> int:
@@ -266,6 +266,45 @@ def paths_figure(paths: dict[str, Tensor], path: str | os.PathLike, data: Tensor
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(plt, fig, path)
+
+
+# -- audio --------------------------------------------------------------------------------------
+def audio_figure(waves: Tensor, path: str | os.PathLike, sample_rate: int, titles: Sequence[str] | None = None,
+                 title: str | None = None, n_fft: int = 256, hop_length: int = 64, cols: int = 4) -> Path:
+    """For each waveform ``(N, 1, L)`` (at most 16), its spectrogram (STFT magnitude in dB, 0 dB at the
+    figure's loudest bin, 80 dB range, frequency up) above the waveform itself."""
+    from .encoders.mel import stft
+    plt = _plt()
+    w = waves.detach().float().reshape(waves.shape[0], -1)[:16]
+    n = w.shape[0]
+    db = 20 * torch.log10(stft(w, n_fft, hop_length).abs().clamp_min(1e-8))
+    db = (db - db.max()).clamp_min(-80.0).numpy()
+    cols = min(n, cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.6 * cols, 2.7 * rows + 0.3), squeeze=False,
+                             gridspec_kw={"height_ratios": [2.2, 1] * rows})
+    for ax in axes.flat:
+        ax.axis("off")
+    dur, nyq = w.shape[1] / sample_rate, sample_rate / 2000
+    for k in range(n):
+        r, c = divmod(k, cols)
+        ax = axes[2 * r, c]
+        ax.axis("on")
+        ax.imshow(db[k], origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=(0, dur, 0, nyq))
+        ax.set_title(titles[k] if titles else f"#{k}", fontsize=8)
+        ax.tick_params(labelsize=6, labelbottom=False)   # the waveform below carries the time axis
+        if c == 0:
+            ax.set_ylabel("kHz", fontsize=7)
+        ax = axes[2 * r + 1, c]
+        ax.axis("on")
+        ax.plot(np.arange(w.shape[1]) / sample_rate, w[k].numpy(), lw=0.4, color="tab:blue")
+        ax.set_xlim(0, dur)
+        ax.set_ylim(-1, 1)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("s", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(plt, fig, path)

@@ -44,21 +44,28 @@ def parse_opts(items: list[str] | None) -> dict:
     return opts
 
 
-def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", choices=["mnist", "folder", "digits", "stacked_mnist"], required=required,
-                   default=None if required else "digits",
+def add_data_args(p: argparse.ArgumentParser, required: bool = True, audio: bool = False) -> None:
+    """The data options; ``audio``: the command also takes FSDD (``--data fsdd`` and its speaker options)."""
+    p.add_argument("--data", choices=["mnist", "folder", "digits", "stacked_mnist"] + ["fsdd"] * audio,
+                   required=required, default=None if required else "digits",
                    help="mnist (IDX folder), folder (PNG/JPEG images), digits (scikit-learn 8x8) or stacked_mnist "
-                        "(three MNIST digits as RGB, 1,000 modes; the MNIST IDX folder)")
+                        "(three MNIST digits as RGB, 1,000 modes; the MNIST IDX folder)"
+                        + "; fsdd (spoken digits, WAV folder)" * audio)
     p.add_argument("--data-dir", help="folder of the data set")
     p.add_argument("--index-range", help="START:STOP of the images to use (mnist default 0:8000)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")
     p.add_argument("--channels-in", type=int, choices=[1, 3], help="folder images: 1 grey, 3 RGB")
+    if audio:
+        p.add_argument("--speakers", help="fsdd: the training speakers, e.g. george,jackson (default: all but the "
+                       "held-out one)")
+        p.add_argument("--holdout-speaker", default="theo", help="fsdd: the speaker kept for evaluation")
 
 
 def add_run_args(p: argparse.ArgumentParser, out_help: str = "run folder (checkpoints, logs, pictures)",
-                 steps_help: str = "total optimisation steps") -> None:
-    """What every trainer's command takes first: the data, the run folder, the budget and --resume."""
-    add_data_args(p)
+                 steps_help: str = "total optimisation steps", audio: bool = False) -> None:
+    """What every trainer's command takes first: the data (``audio``: FSDD too), the run folder, the budget
+    and --resume."""
+    add_data_args(p, audio=audio)
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--steps", type=int, help=f"{steps_help}, counted across resumes")
     p.add_argument("--minutes", type=float, help="wall-clock budget in minutes (of this invocation)")
@@ -82,6 +89,8 @@ def load_data(args: argparse.Namespace, index_range: str | None = None):
     kw = {}
     if args.data == "folder":
         kw = {"channels": args.channels_in, "size": args.image_size}
+    if args.data == "fsdd":
+        kw = {"speakers": args.speakers, "holdout_speaker": args.holdout_speaker}
     return load_dataset(args.data, args.data_dir, index_range or args.index_range, **kw)
 
 

@@ -13,7 +13,7 @@ HELP = "score samples (.npz files, or drawn from --checkpoint per seed) against 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("samples", nargs="*", help=".npz files written by difflab sample (several: mean +- std)")
-    add_data_args(p)
+    add_data_args(p, audio=True)
     p.add_argument("--train-range", default="0:8000", help="training images (floor, memorisation)")
     p.add_argument("--ref-range", default="8000:10000", help="held-out reference images")
     p.add_argument("--classifier", help="features and class probabilities of a difflab train-classifier folder")
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.samples) == bool(args.checkpoint):
         raise DifflabError("give sample files (.npz from difflab sample) or --checkpoint RUN to sample from, not both")
+    if args.data == "fsdd":
+        return run_audio(args)
     train = load_dataset(args.data, args.data_dir, args.train_range)
     ref = load_dataset(args.data, args.data_dir, args.ref_range)
     model = feature_model(args)
@@ -72,6 +74,43 @@ def run(args: argparse.Namespace) -> int:
     res = aggregate(evaluate_sets(sets, train.x, ref.x, model, min_samples=args.min_samples,
                                   progress=not args.no_progress))
     print(format_table(res))
+    if args.out:
+        save_json(res, args.out)
+        print(f"results: {args.out}")
+    return 0
+
+
+def run_audio(args: argparse.Namespace) -> int:
+    """``difflab eval --data fsdd``: :func:`difflab.metrics.audio.evaluate_audio` of each sample set against
+    the held-out speaker (the classifier must be an audio one, trained on the training speakers)."""
+    from ..data import load_dataset
+    from ..metrics.audio import AudioCNN, evaluate_audio, format_audio_table, read_audio_samples, sample_audio_sets
+    from ..metrics.evaluate import aggregate, save_json
+
+    if not args.classifier:
+        raise DifflabError("audio evaluation needs --classifier DIR (difflab train-classifier --data fsdd)")
+    model = feature_model(args)
+    if not isinstance(model, AudioCNN):
+        raise DifflabError(f"{args.classifier} is not an audio classifier (train one with difflab train-classifier "
+                           f"--data fsdd)")
+    kw = {"speakers": args.speakers, "holdout_speaker": args.holdout_speaker}
+    train = load_dataset("fsdd", args.data_dir, **kw)
+    heldout = load_dataset("fsdd", args.data_dir, split="heldout", **kw)
+    if args.checkpoint:
+        from ..train import load_checkpoint
+        sets = sample_audio_sets(load_checkpoint(args.checkpoint).denoiser(args.weights), ints(args.seeds), n=args.n,
+                                 sampler=args.sampler, steps=args.steps, grid=args.grid, batch_size=args.batch_size,
+                                 progress=not args.no_progress, **parse_opts(args.opt))
+    else:
+        sets = [(str(p), *read_audio_samples(Path(p)), i) for i, p in enumerate(args.samples)]
+    results = []
+    for label, x, y, vocoder, seed in sets:
+        r = evaluate_audio(x, model, train.x, train.labels, heldout.x, heldout.labels, labels=y, vocoder=vocoder,
+                           seed=seed, min_samples=args.min_samples, progress=not args.no_progress)
+        results.append({**r, "label": label})
+    res = aggregate(results)
+    for r in results:
+        print(f"{r['label']}:\n{format_audio_table(r)}")
     if args.out:
         save_json(res, args.out)
         print(f"results: {args.out}")

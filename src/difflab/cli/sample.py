@@ -102,6 +102,9 @@ def guidance_from_args(den, args: argparse.Namespace, n: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ..data.audio import real_time_factor
     from ..encoders.attached import data_space, decode_samples, decode_trajectory
     from ..outputs import save_samples
     from ..sampling import sample
@@ -116,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     args.grid = args.grid if args.grid != "default" else setting.pop("grid")
     den, cond, nrow = guidance_from_args(base, args, args.n)
     n = args.n if cond is None else len(cond["label"])
+    kind = data_space(base)[0]
+    if args.trajectory and kind == "audio" and getattr(base, "encoder", None) is None:
+        raise DifflabError("--trajectory draws images; a waveform model has none (a mel model shows its spectrograms)")
     opts = {**{k: v for k, v in setting.items() if k not in ("steps", "grid")}, **parse_opts(args.opt)}
     if args.eta is not None:
         opts["eta"] = args.eta
@@ -129,15 +135,22 @@ def run(args: argparse.Namespace) -> int:
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
     if args.class_ is not None:
         tag += f"_class{args.class_}" + (f"_w{args.guidance:g}" if args.guidance != 1.0 else "")
-    # a latent model's samples (and trajectory) are decoded to data space
-    files = save_samples(data_space(base)[0], decode_samples(base, res.x), args.out, tag, each=args.save_images,
+    # a latent or mel model's samples (and trajectory) are decoded to data space
+    start = time.perf_counter()
+    x = decode_samples(base, res.x)
+    seconds = res.seconds + time.perf_counter() - start
+    files = save_samples(kind, x, args.out, tag, each=args.save_images or None,
                          labels=None if cond is None else cond["label"], nrow=nrow)
-    if "files" in files:
+    if "files" in files and kind != "audio":
         print(f"{n} files in {files['files']} (for pytorch-fid, clean-fid, torch-fidelity)")
     shown = ", ".join(str(files[k]) for k in ("preview", "arrays") if k in files)
-    print(f"{n} samples, {res.nfe} NFE each, {res.seconds:.1f}s "
-          f"({res.seconds / n * 1000:.1f} ms/sample): {shown}")
+    print(f"{n} samples, {res.nfe} NFE each, {seconds:.1f}s "
+          f"({seconds / n * 1000:.1f} ms/sample): {shown}")
+    if kind == "audio":
+        print(f"real-time factor {real_time_factor(seconds, x):.3f} (seconds of compute per second of audio, "
+              f"sampling{' and decoding' if getattr(base, 'encoder', None) is not None else ''}); WAV files in "
+              f"{files['files']}")
     if args.trajectory:
-        traj = decode_trajectory(base, res.trajectory)
+        traj = res.trajectory if kind == "audio" else decode_trajectory(base, res.trajectory)  # mel: spectrograms
         print(f"trajectory: {trajectory_figure(traj, f'{args.out}/{tag}_trajectory.png')}")
     return 0

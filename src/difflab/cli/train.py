@@ -21,7 +21,9 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_run_args(p, "run folder (checkpoints, logs, sample grids)")
+    add_run_args(p, "run folder (checkpoints, logs, sample grids)", audio=True)
+    p.add_argument("--representation", choices=["mel", "wave"], default="mel",
+                   help="fsdd: diffuse log-mel spectrograms (decoded by Griffin-Lim) or waveforms")
     p.add_argument("--schedule", default="cosine",
                    help="cosine, linear, sigmoid, scaled_linear, edm, ve, flow (the linear interpolant)")
     p.add_argument("--timesteps", type=int, default=1000,
@@ -70,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if args.latent:
         from ..train.autoencoder import load_autoencoder
         encoder = load_autoencoder(args.latent)  # a resume checks it is the one the run was trained with
-    if encoder is not None:
+    if data.kind == "audio":
+        if encoder is not None or (args.representation == "mel" and not args.resume):
+            from ..encoders.mel import mel_dataset
+            data = mel_dataset(data, encoder=encoder)  # a resumed run: its own encoder
+            print(f"log-mel spectrograms: {len(data)} of shape {data.shape}")
+    elif encoder is not None:
         from ..data import encode_dataset
         data = encode_dataset(data, encoder, progress=not args.no_progress)
         print(f"latent space: {len(data)} latents of shape {data.shape} (scale {encoder.scale:.4g})")

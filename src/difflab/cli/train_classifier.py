@@ -11,7 +11,7 @@ HELP = "train the small CNN used as feature extractor for evaluation"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
+    add_data_args(p, audio=True)
     p.add_argument("--out", required=True, help="folder for classifier.json + classifier.safetensors")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=128)
@@ -26,15 +26,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..metrics import save_classifier, train_classifier
+    from ..metrics.audio import train_audio_classifier
     data = load_data(args)
     if data.labels is None:
         raise DifflabError(f"data set {data.name} has no labels; a classifier needs them")
-    schedule = None
-    if args.noisy:
-        from ..process import schedule_from_spec
-        schedule = schedule_from_spec(args.schedule, args.timesteps or None)
-    net = train_classifier(data.x, data.labels, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                           progress=not args.no_progress, schedule=schedule)
+    if data.kind == "audio":
+        if args.noisy:
+            raise DifflabError("a noise-aware classifier (--noisy) is for images; audio classifiers score samples")
+        net = train_audio_classifier(data.x, data.labels, steps=args.steps, batch_size=args.batch_size,
+                                     seed=args.seed, progress=not args.no_progress)
+    else:
+        schedule = None
+        if args.noisy:
+            from ..process import schedule_from_spec
+            schedule = schedule_from_spec(args.schedule, args.timesteps or None)
+        net = train_classifier(data.x, data.labels, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                               progress=not args.no_progress, schedule=schedule)
     out = save_classifier(net, args.out, {"data": data.name, **data.info, "steps": args.steps, "noisy": args.noisy})
     print(f"classifier saved to {out}")
     return 0

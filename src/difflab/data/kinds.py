@@ -10,17 +10,20 @@ samples to files and pictures.
 
 * :class:`ImageData` (``"images"``): (C, H, W) in [-1, 1].
 * :class:`PointData` (``"points"``): (D,) real vectors (the 2-D toy distributions).
+* :class:`AudioData` (``"audio"``): (1, L) mono waveforms in [-1, 1] at ``sample_rate`` (:mod:`.audio`).
+* :class:`MelData` (``"mel"``): (1, n_mels, frames) log-mel images of audio in [-1, 1], with the
+  encoder that made them (and decodes samples back to audio).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from ..errors import DifflabError
 
-__all__ = ["Dataset", "ImageData", "PointData", "DATA_KINDS", "kind_of_shape"]
+__all__ = ["Dataset", "ImageData", "PointData", "AudioData", "MelData", "DATA_KINDS", "kind_of_shape"]
 
 
 @dataclass
@@ -85,15 +88,46 @@ class PointData(Dataset):
     sample_batch_size: ClassVar[int] = 100_000   # one batch: tiny networks are dominated by per-call overhead
 
 
-DATA_KINDS: dict[str, type[Dataset]] = {k.kind: k for k in (ImageData, PointData)}
+@dataclass
+class AudioData(Dataset):
+    """Mono waveforms ``x`` ``(N, 1, L)`` in [-1, 1] at ``sample_rate`` Hz (difflab's audio is 8 kHz, FSDD's
+    rate), optional labels; ``names`` of the recordings."""
+
+    name: str = "audio"
+    names: list[str] | None = None
+    kind: ClassVar[str] = "audio"
+    clip_x0: ClassVar[float | None] = 1.0
+    preview_n: ClassVar[int | None] = 8        # a figure of 8 spectrograms and waveforms
+    sample_batch_size: ClassVar[int] = 64
+    sample_rate: ClassVar[int] = 8000
+
+
+@dataclass
+class MelData(Dataset):
+    """Log-mel images ``x`` ``(N, 1, n_mels, frames)`` in [-1, 1] of audio, with the ``encoder`` that made them
+    from ``waveforms`` ``(N, 1, L)``; a model trained on them records it and decodes its samples to audio
+    (as for latents, :mod:`difflab.encoders.attached`).  Unlike latents they have a range, [-1, 1]."""
+
+    name: str = "mel"
+    names: list[str] | None = None
+    waveforms: Any = None
+    encoder: Any = None
+    kind: ClassVar[str] = "mel"
+    clip_x0: ClassVar[float | None] = 1.0
+    preview_n: ClassVar[int | None] = 8        # decoded to audio for the training previews
+
+
+DATA_KINDS: dict[str, type[Dataset]] = {k.kind: k for k in (ImageData, PointData, AudioData, MelData)}
 
 
 def kind_of_shape(shape: tuple[int, ...] | list[int]) -> str:
     """The data kind of a sample shape, for files that predate the recorded kind: (C, H, W) images,
-    (D,) points."""
+    (1, L) audio, (D,) points."""
     rank = len(shape)
     if rank == 3:
         return ImageData.kind
+    if rank == 2:
+        return AudioData.kind
     if rank == 1:
         return PointData.kind
     raise DifflabError(f"no data kind has samples of shape {tuple(shape)}")

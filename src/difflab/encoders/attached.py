@@ -52,7 +52,7 @@ def encoder_record(encoder: Encoder, run_dir: str | os.PathLike) -> dict[str, An
     """What a checkpoint of a model trained in ``encoder``'s space records about it (see the module doc)."""
     rec: dict[str, Any] = {"name": encoder.name, "config": encoder.config(), "digest": encoder.digest()}
     folder = getattr(encoder, "folder", None)
-    if encoder.name in ENCODER_LOADERS and folder is None:
+    if encoder.name in ENCODER_LOADERS and folder is None and encoder.state_dict():  # weights: found by folder
         raise DifflabError(f"the {encoder.name} encoder was not loaded from a checkpoint folder, so a model "
                            f"trained in its space could not find it again; save it and load it first")
     if folder is not None:

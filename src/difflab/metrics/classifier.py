@@ -25,22 +25,25 @@ from ..nn.unet import timestep_embedding
 from ..process.forward import q_sample
 from ..process.schedules import schedule_from_config
 
-__all__ = ["ModuleExtractor", "SmallCNN", "train_classifier", "save_classifier", "load_classifier"]
+__all__ = ["ModuleExtractor", "SmallCNN", "CLASSIFIERS", "train_classifier", "save_classifier", "load_classifier"]
 
 FORMAT = "difflab-classifier"
 
 
 class ModuleExtractor:
-    """Features from any module ``fn(x in [-1, 1]) -> (N, ...)``, flattened, in batches, float64."""
+    """Features from any module ``fn(x in [-1, 1]) -> (N, ...)``, flattened, in batches, float64.
+    ``ndim``: the dimensions of its input (4: images ``(N, C, H, W)``; 3: audio ``(N, 1, L)``)."""
 
     def __init__(self, module: nn.Module | Callable[[Tensor], Tensor], dim: int | None = None, batch_size: int = 256,
-                 progress: bool = False, name: str = "module"):
+                 progress: bool = False, name: str = "module", ndim: int = 4):
         self.module, self.dim, self.batch_size, self.progress, self.name = module, dim, batch_size, progress, name
+        self.ndim = ndim
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
-        if images.ndim != 4:
-            raise DifflabError(f"feature extraction takes images (N, C, H, W), got shape {tuple(images.shape)}")
+        if images.ndim != self.ndim:
+            what = "images (N, C, H, W)" if self.ndim == 4 else f"inputs of {self.ndim} dimensions"
+            raise DifflabError(f"feature extraction takes {what}, got shape {tuple(images.shape)}")
         if isinstance(self.module, nn.Module):
             self.module.eval()
         out = []
@@ -106,16 +109,23 @@ class SmallCNN(nn.Module):
                           for i in range(0, images.shape[0], batch_size)])
 
 
+# classifier config "type" -> builder from the config (other modules add theirs: metrics.audio)
+CLASSIFIERS: dict[str, Callable[[dict], nn.Module]] = {
+    "small_cnn": lambda cfg: SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"],
+                                      schedule=None if cfg.get("schedule") is None
+                                      else schedule_from_config(cfg["schedule"]))}
+
+
 def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, progress: bool = True, schedule=None) -> SmallCNN:
-    r"""Train :class:`SmallCNN` on images in [-1, 1] with small random shifts (AdamW, cosine LR).  With a
-    ``schedule`` the images are first noised to :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon` at t from the
-    schedule's training proposal, and the classifier learns :math:`p(y \mid x_t)`."""
+                     seed: int = 0, progress: bool = True, schedule=None, net: nn.Module | None = None) -> nn.Module:
+    r"""Train ``net`` (default :class:`SmallCNN`) on images in [-1, 1] with small random shifts (AdamW, cosine
+    LR).  With a ``schedule`` the images are first noised to :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon` at t
+    from the schedule's training proposal, and the classifier learns :math:`p(y \mid x_t)`."""
     if labels is None:
         raise DifflabError("training a classifier needs labelled data")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = SmallCNN(x.shape[1], int(labels.max()) + 1, schedule=schedule)
+    net = SmallCNN(x.shape[1], int(labels.max()) + 1, schedule=schedule) if net is None else net
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     it = range(steps)
     if progress:
@@ -140,7 +150,7 @@ def train_classifier(x: Tensor, labels: Tensor, steps: int = 1500, batch_size: i
     return net.eval()
 
 
-def save_classifier(net: SmallCNN, path: str | os.PathLike, info: dict | None = None) -> Path:
+def save_classifier(net: nn.Module, path: str | os.PathLike, info: dict | None = None) -> Path:
     """Write ``classifier.safetensors`` and ``classifier.json`` (format, architecture, SHA-256 of the
     weights, ``info``) into the folder ``path``, each atomically."""
     path = Path(path)
@@ -149,7 +159,7 @@ def save_classifier(net: SmallCNN, path: str | os.PathLike, info: dict | None = 
     return path
 
 
-def load_classifier(path: str | os.PathLike) -> SmallCNN:
+def load_classifier(path: str | os.PathLike) -> nn.Module:
     """The classifier in folder ``path``; a missing, corrupt or foreign file is refused by name."""
     path = Path(path)
     cfg_file = path / "classifier.json"
@@ -158,10 +168,10 @@ def load_classifier(path: str | os.PathLike) -> SmallCNN:
     cfg = read_json(cfg_file, "classifier config")
     check_format(cfg, FORMAT, (1,), cfg_file)
     try:
-        schedule = None
-        if cfg.get("schedule") is not None:
-            schedule = schedule_from_config(cfg["schedule"])
-        net = SmallCNN(cfg["in_channels"], cfg["num_classes"], cfg["feature_dim"], schedule=schedule)
+        kind = cfg.get("type", "small_cnn")
+        if kind not in CLASSIFIERS:
+            raise DifflabError(f"classifier config {cfg_file} names an unknown type {kind!r}")
+        net = CLASSIFIERS[kind](cfg)
     except KeyError as e:
         raise DifflabError(f"classifier config {cfg_file} is corrupt: it lacks {e}") from None
     state = load_bundle_tensors(path, cfg, "classifier.safetensors", what="classifier weights")

@@ -26,8 +26,8 @@ from .classifier import ModuleExtractor
 from .distances import frechet_distance_from_stats, gaussian_stats, kid, precision_recall
 from .scores import class_entropy, inception_score, memorisation
 
-__all__ = ["cache_dir", "reference_features", "evaluate_samples", "sample_sets", "read_samples", "evaluate_sets",
-           "aggregate", "format_table", "save_json"]
+__all__ = ["cache_dir", "reference_features", "set_scores", "evaluate_samples", "sample_sets", "read_samples",
+           "evaluate_sets", "aggregate", "format_table", "save_json"]
 
 
 def cache_dir() -> Path:
@@ -81,6 +81,18 @@ def _weights_module(model) -> torch.nn.Module:
     return model
 
 
+def set_scores(f: Tensor, f_ref: Tensor, ref_stats: tuple[Tensor, Tensor], tag: str, kid_subset: int = 1000,
+               seed: int = 0) -> dict[str, float]:
+    """FD, KID (mean and std over 50 subsets) and precision/recall (k=3) of features ``f`` ``(n, dim)``
+    against the reference features ``f_ref`` (whose Gaussian statistics are ``ref_stats``), under keys
+    ``fd_<tag>``, ``kid_<tag>``, ``kid_std_<tag>``, ``precision_<tag>``, ``recall_<tag>``."""
+    n = f.shape[0]
+    out = {f"fd_{tag}": frechet_distance_from_stats(*gaussian_stats(f), *ref_stats)}
+    out[f"kid_{tag}"], out[f"kid_std_{tag}"] = kid(f, f_ref, subsets=50, subset_size=min(kid_subset, n), seed=seed)
+    out[f"precision_{tag}"], out[f"recall_{tag}"] = precision_recall(f_ref[: max(n, 10)], f)
+    return out
+
+
 def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, min_samples: int = 1000,
                      kid_subset: int = 1000, seed: int = 0, use_cache: bool = True,
                      progress: bool = False, labels: Tensor | None = None) -> dict[str, Any]:
@@ -112,11 +124,7 @@ def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, m
     ref_stats = gaussian_stats(f_ref)
     out: dict[str, Any] = {"n": n, "n_reference": int(reference.shape[0]), "extractor": ext.name}
     for tag, f in (("samples", f_s), ("floor", f_floor)):
-        out[f"fd_{tag}"] = frechet_distance_from_stats(*gaussian_stats(f), *ref_stats)
-        m, s = kid(f, f_ref, subsets=50, subset_size=min(kid_subset, n), seed=seed)
-        out[f"kid_{tag}"], out[f"kid_std_{tag}"] = m, s
-        p, r = precision_recall(f_ref[: max(n, 10)], f)
-        out[f"precision_{tag}"], out[f"recall_{tag}"] = p, r
+        out.update(set_scores(f, f_ref, ref_stats, tag, kid_subset, seed))
     if probs_fn is not None:
         probs = probs_fn(samples)
         out["inception_score"], out["inception_score_std"] = inception_score(probs, splits=min(10, n // 2))

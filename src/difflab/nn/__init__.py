@@ -10,8 +10,9 @@ from .conditioning import LabelEmbedding, check_labels
 from .defaults import default_network
 from .mlp import MLP
 from .unet import UNet, timestep_embedding
+from .wavenet import WaveNet
 
-NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP, "wavenet": WaveNet}
 
 
 def build_network(cfg: dict[str, Any]) -> nn.Module:
@@ -26,5 +27,5 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
         raise DifflabError(f"bad network config: {e}") from None
 
 
-__all__ = ["MLP", "UNet", "timestep_embedding", "build_network", "default_network", "NETWORKS", "LabelEmbedding",
-           "check_labels"]
+__all__ = ["MLP", "UNet", "WaveNet", "timestep_embedding", "build_network", "default_network", "NETWORKS",
+           "LabelEmbedding", "check_labels"]
