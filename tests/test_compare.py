@@ -74,6 +74,30 @@ def test_compare_diffusion_and_gan_runs_grouped_by_training_seed(runs, tmp_path,
     assert "report:" in capsys.readouterr().out
 
 
+def test_a_vae_run_is_compared_beside_a_gan(runs, tmp_path, capsys):
+    """The autoencoder as a VAE (decoder of prior samples, one evaluation per sample) is a third kind of run
+    `difflab compare` takes; its score is the evaluation suite's on the VAE's own samples."""
+    vae = tmp_path / "vae"
+    assert main(["train-autoencoder", *DIGITS, "--factor", "2", "--channels", "8,16", "--steps", "6",
+                 "--batch-size", "16", "--heldout-range", "1500:1540", "--sample-every", "0", "--out", str(vae)]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", "--group", f"vae={vae}", "--group", f"gan={runs / 'gan0'}", *EVAL, "--classifier", str(runs / "clf"),
+                 "--n", "20", "--seeds", "0", "--curve-n", "12", "--min-samples", "0", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    models = {m["name"]: m for m in res["models"]}
+    assert set(models) == {"vae", "gan"} and models["vae"]["nfe"] == 1
+    gen = load_generator(vae)
+    assert type(gen).__name__ == "VAEGenerator"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train, ref = (__import__("difflab").load_dataset("digits", index_range=rr).x for rr in ("0:1500", "1500:1797"))
+        fd = evaluate_samples(gen.sample(20, 0), train, ref, load_classifier(runs / "clf"), min_samples=0,
+                              seed=0)["fd_samples"]
+    assert res["runs"]["vae"][0]["fd_samples"] == pytest.approx(fd, rel=1e-9)
+    assert res["runs"]["vae"][0]["parameters"] == count_parameters(gen) > 0
+    assert "| vae |" in (out / "report.md").read_text()
+
+
 def _fails(capsys, argv, *match):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
