@@ -1,0 +1,37 @@
+"""``benchmarks/guidance.py --quick``: every phase runs at toy sizes, guided settings count both network
+evaluations, the figures are written, and a rerun skips finished phases."""
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("guidance_benchmark", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_mode_runs_every_phase_and_resumes(tmp_path, capsys):
+    bench = _load()
+    assert bench.main(["--quick", "--work", str(tmp_path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    phases = summary["phases"]
+    for model in ("short", "long"):
+        for method in ("cfg", "cfg_interval", "classifier"):
+            for scale in (0, 1, 3):
+                r = phases[f"guide_{model}_{method}_{scale}"]
+                assert 0 <= r["class_accuracy"] <= 1 and r["fd_samples"] > 0 and r["fd_floor"] < r["fd_samples"]
+        # quick mode: 3 sampler steps; CFG at scale 1 is the conditional model alone, above 1 both models per step
+        assert phases[f"guide_{model}_cfg_1"]["nfe"] == 3 and phases[f"guide_{model}_cfg_3"]["nfe"] == 6
+        # the interval leaves the steps outside it unguided: fewer evaluations than guiding every step
+        assert 3 < phases[f"guide_{model}_cfg_interval_3"]["nfe"] < 6
+        assert set(summary["target"][model]) == {"best_fd", "settings_meeting_target"}
+    assert {"autoguide_1", "autoguide_2", "editing"} <= set(phases)
+    for png in ("guidance.png", "superres.png", "inpaint_projection.png", "inpaint_tweedie.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
+    capsys.readouterr()
+    assert bench.main(["--quick", "--work", str(tmp_path), "--no-progress"]) == 0   # every phase recorded: none rerun
+    assert "[run ]" not in capsys.readouterr().out
