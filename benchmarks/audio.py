@@ -42,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from difflab.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 RECIPE = dict(batch_size=32, lr=2e-3, warmup=200, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
@@ -162,7 +164,7 @@ def run_phase(a, work: Path, name: str, fn, *args) -> dict:
         return json.loads(out.read_text())
     print(f"== {name}", flush=True)
     res = fn(a, work, *args)
-    out.write_text(json.dumps(res, indent=1))
+    atomic_write_json(out, res)   # a phase record is whole or absent: a rerun trusts it
     return res
 
 

@@ -128,7 +128,8 @@ def run_part(a, work: Path, name: str, seeds: list[int], clf: Path) -> dict:
                     import shutil
                     shutil.rmtree(run)   # an unfinished run restarts: its budget is wall clock
                 trainer(a, data, run, seed)
-                (run / "done.json").write_text(json.dumps({"seed": seed, **_budget(a)}))
+                from difflab.io import atomic_write_json
+                atomic_write_json(run / "done.json", {"seed": seed, **_budget(a)})
             runs[model].append(str(run))
     print(f"== {name}: comparing", flush=True)
     # quick: 4 diffusion steps and small training / held-out sets (the nearest-train distances are N x M)

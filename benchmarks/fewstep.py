@@ -46,6 +46,8 @@ from pathlib import Path
 
 import torch
 
+from difflab.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
 TEACHER_SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "unipc")
@@ -64,7 +66,7 @@ def phase(work: Path, name: str, fn, *args):
     start = time.perf_counter()
     res = fn(*args)
     res["phase_seconds"] = time.perf_counter() - start
-    path.write_text(json.dumps(res, indent=1))
+    atomic_write_json(path, res)   # a phase record is whole or absent: a rerun trusts it
     print(f"[{name}] {res['phase_seconds'] / 60:.1f} min", flush=True)
     return res
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 import difflab as dl
+from difflab.io import atomic_write_json
 from difflab.metrics import load_classifier, save_classifier, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ METHODS = ("cfg", "cfg_interval", "classifier")
 def _json(path: Path, obj=None):
     if obj is None:
         return json.loads(path.read_text())
-    path.write_text(json.dumps(obj, indent=1))
+    atomic_write_json(path, obj)   # a phase record is whole or absent: a rerun trusts it
     return obj
 
 

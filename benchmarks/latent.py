@@ -239,7 +239,8 @@ def main(argv=None) -> int:
             continue
         print(f"[run ] {name}", flush=True)
         t0 = time.perf_counter()
-        path.write_text(json.dumps(run_phase(a, work, name), indent=1))
+        from difflab.io import atomic_write_json
+        atomic_write_json(path, run_phase(a, work, name))   # a phase record is whole or absent: a rerun trusts it
         print(f"[ok  ] {name} in {time.perf_counter() - t0:.0f}s", flush=True)
     print(summarise(a, work)["markdown"])
     return 0

@@ -62,6 +62,8 @@ def test_user_errors(tmp_path, capsys):
     assert "Adam betas must be" in _err(capsys, *TRAIN, "--data", "digits", "--adam-betas", "0.9,1.5",
                                         "--out", tmp_path / "r")
     assert "give a training budget" in _err(capsys, "train", "--data", "digits", "--out", tmp_path / "r")
+    assert "train it with difflab distill" in _err(capsys, *TRAIN, "--data", "digits", "--prediction", "consistency_v",
+                                                   "--out", tmp_path / "r")
     assert "checkpoint not found" in _err(capsys, "sample", tmp_path / "none")
     run = tmp_path / "run"
     assert main(TRAIN + ["--data", "digits", "--index-range", "0:32", "--out", str(run)]) == 0

@@ -82,6 +82,12 @@ def test_distill_refuses_bad_input(tmp_path, capsys):
                                    "--out", tmp_path / "d")
     assert "cannot be split over 3 rounds" in _err(capsys, "distill", FIXED, "--method", "progressive", "--rounds",
                                                    "3", "--steps", "2", *DATA, "--out", tmp_path / "e")
+    # a refused distillation leaves no record behind: its --out is not blocked for the corrected command
+    for out in ("b", "c", "e"):
+        assert not (tmp_path / out / "distill.json").exists(), out
+    assert "unknown consistency metric 'l1'" in _err(capsys, "distill", FIXED, "--method", "consistency", "--metric",
+                                                     "l1", *DATA, *TINY, "--out", tmp_path / "f")
+    assert not (tmp_path / "f" / "distill.json").exists()
 
 
 def test_a_distillation_resumes_exactly(tmp_path):

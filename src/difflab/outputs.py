@@ -11,6 +11,7 @@ A new data kind adds its two functions to ``WRITERS``; the trainer and ``difflab
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from .data import AudioData, to_int16, to_uint8
 from .errors import DifflabError
+from .io import atomic_write_bytes
 
 __all__ = ["preview", "save_samples", "WRITERS", "SampleWriter"]
 
@@ -103,7 +105,9 @@ def save_samples(kind: str, samples: Tensor, out: str | Path, tag: str, each: bo
         written["preview"] = pic
     arr = w.arrays(samples)
     extra = {} if labels is None else {"labels": labels.detach().cpu().numpy().astype(np.int64)}
-    np.savez_compressed(out / f"{tag}.npz", samples=arr, **extra)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, samples=arr, **extra)
+    atomic_write_bytes(out / f"{tag}.npz", buf.getvalue())   # difflab eval reads it: whole or absent
     written["arrays"] = out / f"{tag}.npz"
     if each:
         if w.files is None:

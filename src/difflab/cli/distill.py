@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--boundaries", type=int, help="distillation: N noise levels (default 18)")
     g.add_argument("--solver", help="distillation: the teacher's ODE step, heun (default) or ddim")
     g.add_argument("--metric", help="l2 (consistency's default) or pseudo_huber (consistency_training's default)")
-    g.add_argument("--sigma-max", type=float, help="top noise level sigma/alpha (default: t = 1)")
+    g.add_argument("--sigma-max", type=float, help="top noise level sigma/alpha (default 80, as Song et al.; 0: up to t = 1)")
     g.add_argument("--s0", type=int, help="training: first number of intervals of the curriculum (10)")
     g.add_argument("--s1", type=int, help="training: last number of intervals of the curriculum (1280)")
     g.add_argument("--init", help="consistency*, reflow: start from the teacher's weights (teacher, default) "
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             raise DifflabError(f"--{name.replace('_', '-')} applies to --method {' / '.join(methods)}, "
                                f"not {args.method}")
         options[KEYWORDS.get(name, name)] = value
+    if options.get("sigma_max") == 0:
+        options["sigma_max"] = None   # the whole schedule, up to t = 1
     if args.method == "progressive" and "rounds" not in options:
         raise DifflabError("--method progressive needs --rounds K (the teacher then runs 2^K DDIM steps per "
                            "student step)")

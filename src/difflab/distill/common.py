@@ -38,7 +38,9 @@ def load_teacher(path: str | os.PathLike) -> Denoiser:
     from ..train.checkpoint import load_checkpoint
     den = load_checkpoint(path).denoiser("ema")
     if getattr(den, "encoder", None) is not None:
-        raise DifflabError(f"{path} is a latent model; distilling latent models is not supported")
+        what = getattr(den.encoder, "kind", None) or type(den.encoder).__name__
+        raise DifflabError(f"{path} is a model in the space of an encoder ({what}); distilling such models is not "
+                           f"supported (the students would need the encoded data set)")
     return den.requires_grad_(False).eval()
 
 
@@ -110,7 +112,8 @@ def heun_step(denoiser: DenoiserFn, x: Tensor, t: Tensor, s: Tensor, **cond: Any
 
 class RunRecord:
     """``OUT/distill.json``: the method, its teacher and options, and the finished stages (rounds) of a
-    distillation, so that ``resume`` continues the same one and refuses a different one."""
+    distillation, so that ``resume`` continues the same one and refuses a different one.  Made before the
+    work (it refuses a mismatched resume at once), written by :meth:`start` after the inputs are checked."""
 
     def __init__(self, out: str | os.PathLike, method: str, teacher: str | None, options: dict[str, Any],
                  resume: bool):
@@ -129,6 +132,10 @@ class RunRecord:
             self.data["finished"] = old.get("finished", [])
         elif self.path.is_file():
             raise DifflabError(f"{self.path.parent} already holds a distillation; use --resume or another --out")
+
+    def start(self) -> None:
+        """Write the record: called once the teacher and options are checked, so a refused distillation
+        leaves no record behind that would block its own ``--out``."""
         self.write()
 
     def write(self) -> None:

@@ -186,6 +186,7 @@ def consistency_distillation(teacher_path: str | os.PathLike, data: Dataset, out
     objective = ConsistencyObjective(None if training else teacher, **options)
     student = make_student(teacher, prediction=f"consistency_{teacher.prediction}", sampling=CONSISTENCY_SAMPLING,
                            init=init, seed=cfg.seed)
+    record.start()
     res = train(student, data, out, cfg, resume=resume and (record.path.parent / "checkpoints" / "latest").is_file(),
                 objective=objective)
     if not res.interrupted:

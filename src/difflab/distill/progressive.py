@@ -111,6 +111,7 @@ def progressive_distillation(teacher_path: str | os.PathLike, data: Dataset, out
     teacher = load_teacher(teacher_path)
     if teacher.prediction.startswith("consistency_"):
         raise DifflabError("progressive distillation needs a denoiser teacher, not a consistency model")
+    record.start()
     results = []
     for k in range(1, rounds + 1):
         folder = round_dir(out, k, rounds)

@@ -40,11 +40,22 @@ from ..sampling.registry import get_sampler
 from ..train.loop import TrainConfig, TrainResult, train
 from .common import RunRecord, load_teacher, make_student
 
-__all__ = ["generate_pairs", "save_pairs", "load_pairs", "paired_dataset", "straightness", "reflow",
+__all__ = ["check_pair_sampler", "generate_pairs", "save_pairs", "load_pairs", "paired_dataset", "straightness", "reflow",
            "REFLOW_SAMPLING"]
 
 REFLOW_SAMPLING = {"sampler": "euler", "steps": 1, "grid": "trailing"}
 PAIRS_FORMAT = "difflab-reflow-pairs"
+
+
+def check_pair_sampler(sampler: str, opts: dict[str, Any] | None = None) -> None:
+    """Refuse an unknown sampler, bad options, or a stochastic setting: a reflow coupling must be the
+    deterministic ODE map."""
+    opts = opts or {}
+    info = get_sampler(sampler)
+    info.check(opts)
+    if info.is_stochastic(opts):
+        raise DifflabError(f"reflow needs a deterministic ODE sampler; {sampler!r} with {opts or 'its defaults'} "
+                           f"is stochastic")
 
 
 @torch.no_grad()
@@ -55,11 +66,7 @@ def generate_pairs(teacher: DenoiserFn, n: int, *, sampler: str = "dpmpp_2m", st
     """``(z, x)``: ``n`` standard normal noises and the teacher's samples from them, ``(n, *shape)`` each.
     Sample i is what :func:`difflab.sample` draws with the same seed and setting (noise stream (seed, i));
     a stochastic sampler setting is refused (the coupling must be the deterministic ODE map)."""
-    info = get_sampler(sampler)
-    info.check(opts)
-    if info.is_stochastic(opts):
-        raise DifflabError(f"reflow needs a deterministic ODE sampler; {sampler!r} with {opts or 'its defaults'} "
-                           f"is stochastic")
+    check_pair_sampler(sampler, opts)
     if n < 1:
         raise DifflabError(f"number of pairs must be >= 1, got {n}")
     shape = tuple(shape or teacher.data_shape)
@@ -131,6 +138,10 @@ def reflow(teacher_path: str | os.PathLike, out: str | os.PathLike, *, pairs: in
     if teacher.num_classes:
         raise DifflabError(f"{teacher_path} is class-conditional; reflow draws unconditional pairs, so it needs an "
                            f"unconditional teacher")
+    check_pair_sampler(pair_sampler)
+    if init not in ("teacher", "scratch"):
+        raise DifflabError(f"unknown student initialisation {init!r}; choose from teacher, scratch")
+    record.start()
     folder = Path(out) / "pairs"
     if record.done("pairs"):
         z, x, info = load_pairs(folder)

@@ -8,7 +8,7 @@ fig. 2 (after van den Oord et al., "WaveNet", arXiv:1609.03499): a 1x1 input con
 (``cycle`` layers double the receptive field each, then start again), applied to the state plus a
 per-layer projection of the timestep embedding; the gate :math:`\tanh(a) \odot \sigma(b)`; a 1x1
 convolution split into a residual (added back, scaled by :math:`1/\sqrt2`) and a skip output; the skips
-summed and scaled by :math:`1/\sqrt{layers}`, then ReLU, 1x1, ReLU and a zero-initialised 1x1 to the
+summed and scaled by :math:`1/\sqrt{layers}`, then a 1x1 with ReLU and a zero-initialised 1x1 to the
 output.  The receptive field is :math:`1 + 2\sum_i 2^{i \bmod cycle}` samples.
 
 Class conditioning (``num_classes`` > 0) adds a learned embedding of the label to the timestep embedding

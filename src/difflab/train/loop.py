@@ -115,6 +115,9 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     loss (:class:`Objective`).  Sample grids use ``denoiser.sampling`` when it is set (a student's sampler).
     """
     cfg = with_overrides(TrainConfig, config, overrides)
+    if objective is None and denoiser.prediction.startswith("consistency_"):
+        raise DifflabError(f"a {denoiser.prediction} model has no denoising loss (its target divides by zero at "
+                           f"t_min); train it with difflab distill --method consistency or consistency_training")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shape = data.shape
