@@ -8,7 +8,7 @@ import torch
 import difflab as dl
 from difflab.denoisers import param
 from difflab.distill import (ConsistencyObjective, ODEConsistencyFunction, ProgressiveObjective, generate_pairs,
-                             ict_steps, progressive_target, straightness)
+                             ict_steps, lognormal_interval_weights, progressive_target, straightness)
 from difflab.errors import DifflabError
 from difflab.sampling import SAMPLERS, SampleNoise, time_grid
 from flow_oracles import consistency_exact, ode_map, oracle_denoiser
@@ -140,6 +140,12 @@ def test_consistency_losses():
     assert all(ict_steps(k / K) == min(10 * 2 ** (k // kp), 1280) + 1 for k in range(K))
     with pytest.raises(DifflabError, match="unknown ODE solver"):
         ConsistencyObjective(gauss, solver="rk4")
+    # iCT's discretised lognormal (eq. 10): interval n gets P(sigma_n < sigma < sigma_n+1) for
+    # log sigma ~ N(P_mean, P_std^2), here up to the factor 2 of erf = 2 Phi - 1 (scipy's lognormal as reference)
+    from scipy import stats
+    sig = torch.tensor([0.002, 0.01, 0.1, 0.5, 1.0, 3.0, 20.0, 80.0], dtype=torch.float64)
+    ref = torch.from_numpy(stats.lognorm(s=2.0, scale=math.exp(-1.1)).cdf(sig.numpy())).diff()
+    assert torch.allclose(lognormal_interval_weights(sig, -1.1, 2.0), 2 * ref, rtol=1e-12, atol=0)
 
 
 def test_consistency_sampler_needs_a_consistency_function():
