@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ..data.kinds import Dataset
 from ..denoisers.denoiser import Denoiser, DenoiserFn, as_time
 from ..errors import DifflabError
-from ..process.forward import expand
+from ..process.forward import q_sample
 from ..sampling.grids import time_grid
 from ..sampling.ode import sample_ode
 from ..train.loop import TrainConfig, TrainResult, train
@@ -141,13 +141,11 @@ class ConsistencyObjective:
         j = torch.multinomial(probs, x0.shape[0], replacement=True, generator=generator)
         t_lo, t_hi = ts[j], ts[j + 1]
         z = torch.randn(x0.shape, generator=generator)
-        a_hi, s_hi = student.schedule.alpha_sigma(t_hi)
-        x_hi = expand(a_hi, x0) * x0 + expand(s_hi, x0) * z
+        x_hi = q_sample(student.schedule, x0, t_hi, z)
         if self.teacher is not None:
             x_lo = SOLVERS[self.solver](self.teacher, x_hi, t_hi, t_lo, **cond)
         else:
-            a_lo, s_lo = student.schedule.alpha_sigma(t_lo)
-            x_lo = expand(a_lo, x0) * x0 + expand(s_lo, x0) * z
+            x_lo = q_sample(student.schedule, x0, t_lo, z)   # CT: the same noise at the neighbouring level
         with torch.no_grad():
             target = student_x0(student, x_lo, t_lo, **cond)
         pred = student_x0(student, x_hi, t_hi, **cond)
