@@ -126,12 +126,13 @@ def phase_vocoder_examples(a, work: Path) -> dict:
     files and one figure (``WORK/vocoder_wavs/``): what the vocoder alone does to real speech."""
     from difflab.data.audio import write_wav
     from difflab.encoders import MelEncoder
+    from difflab.metrics.audio import vocode
     from difflab.viz import audio_figure
     held = _data(a, "heldout")
     pick = torch.stack([(held.labels == d).nonzero()[0, 0] for d in range(5)])
     real = held.x[pick]
     enc = MelEncoder(**({"griffin_lim_iters": QUICK["griffin_lim_iters"]} if a.quick else {}))
-    vocoded = enc.decode(enc.encode(real))
+    vocoded = vocode(enc, real)
     out = work / "vocoder_wavs"
     names = [f"real_{d}" for d in range(5)] + [f"vocoded_{d}" for d in range(5)]
     for name, x in zip(names, torch.cat([real, vocoded])):

@@ -32,7 +32,7 @@ from .evaluate import set_scores
 from .distances import gaussian_stats
 from .scores import class_entropy, memorisation
 
-__all__ = ["AudioCNN", "MelCNN", "CLASSIFIER_FRONTEND", "train_audio_classifier", "quantise_audio", "evaluate_audio",
+__all__ = ["AudioCNN", "MelCNN", "CLASSIFIER_FRONTEND", "train_audio_classifier", "quantise_audio", "vocode", "evaluate_audio",
            "format_audio_table", "read_audio_samples", "sample_audio_sets"]
 
 # the classifier's front end: a 32 ms window every 8 ms, 40 mel bands (a classic speech-recognition choice)
@@ -134,6 +134,13 @@ def _accuracy(probs: Tensor, labels: Tensor | None) -> float | None:
 
 
 @torch.no_grad()
+def vocode(vocoder, waves: Tensor, batch_size: int = 64) -> Tensor:
+    """``waves`` through the vocoder's round trip (encode, then decode: for the mel encoder, log-mel then
+    Griffin-Lim), in batches: what the representation itself costs, without any model."""
+    return torch.cat([vocoder.decode(vocoder.encode(waves[i:i + batch_size]))
+                      for i in range(0, len(waves), batch_size)])
+
+
 def evaluate_audio(samples: Tensor, classifier: AudioCNN, train: Tensor, train_labels: Tensor, heldout: Tensor,
                    heldout_labels: Tensor | None = None, labels: Tensor | None = None,
                    vocoder: MelEncoder | None = None, seed: int = 0, min_samples: int = 500, kid_subset: int = 1000,
@@ -180,8 +187,7 @@ def evaluate_audio(samples: Tensor, classifier: AudioCNN, train: Tensor, train_l
     real = quantise_audio(train[pick])
     sets: dict[str, tuple[Tensor, Tensor | None]] = {"samples": (samples, labels), "floor": (real, train_labels[pick])}
     if vocoder is not None:
-        vocoded = torch.cat([vocoder.decode(vocoder.encode(real[i:i + 64])) for i in range(0, n, 64)])
-        sets["vocoder"] = (quantise_audio(vocoded), train_labels[pick])
+        sets["vocoder"] = (quantise_audio(vocode(vocoder, real)), train_labels[pick])
     out: dict[str, Any] = {"n": n, "n_reference": int(heldout.shape[0]), "extractor": ext.name}
     for tag, (x, y) in sets.items():
         f = ext(x)
@@ -194,9 +200,7 @@ def evaluate_audio(samples: Tensor, classifier: AudioCNN, train: Tensor, train_l
     out["class_accuracy"] = out["accuracy_samples"]
     out["accuracy_heldout"] = _accuracy(classifier.probabilities_of_features(f_ref), heldout_labels)
     if vocoder is not None and heldout_labels is not None:    # the first n (balanced over digits, as loaded)
-        ho = heldout[:n]
-        vocoded = torch.cat([vocoder.decode(vocoder.encode(ho[i:i + 64])) for i in range(0, len(ho), 64)])
-        out["accuracy_heldout_vocoder"] = _accuracy(classifier.probabilities(quantise_audio(vocoded)),
+        out["accuracy_heldout_vocoder"] = _accuracy(classifier.probabilities(quantise_audio(vocode(vocoder, heldout[:n]))),
                                                     heldout_labels[:n])
     mel = lambda v: torch.cat([classifier.frontend.encode(v[i:i + 256]) for i in range(0, len(v), 256)])  # noqa: E731
     out["memorisation"] = memorisation(mel(samples[:2000]), mel(train), mel(heldout[:2000]))
