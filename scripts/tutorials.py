@@ -112,15 +112,21 @@ def fill(text: str, results: dict[str, Any], where: str) -> str:
     return _FIELD.sub(sub, text)
 
 
+def _relative(text: str) -> str:
+    """Paths as a reader at the repository root would type them (``tutorial_runs/...``, ``../shared/...``)."""
+    return text.replace(f"{ROOT}{os.sep}", "").replace(f"{ROOT.parent}{os.sep}", f"..{os.sep}")
+
+
 def _cli(args: tuple[Any, ...], log: list[str]) -> str:
     argv = [str(a) for a in args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    print("$ difflab " + " ".join(shlex.quote(a) for a in argv))
-    log.append("difflab " + " ".join(argv))
+    shown = _relative("difflab " + " ".join(shlex.quote(a) for a in argv))
+    print("$ " + shown)
+    log.append(shown)
     p = subprocess.run([sys.executable, "-m", "difflab", *argv], capture_output=True, text=True, env=env)
     out = p.stdout.strip("\n")
     if out:
-        print(out)
+        print(_relative(out))
     if p.returncode != 0:
         raise RuntimeError(f"difflab {argv[0]} exited with status {p.returncode}: {p.stderr.strip()[-2000:]}")
     return p.stdout
@@ -174,9 +180,9 @@ def run_tutorial(src: Path, out: Path, work: Path, quick: bool, results: dict[st
         missing = [f for f in announced if not (figdir / f).is_file()]
         if missing:
             raise TutorialError(f"{where}: figure {', '.join(missing)} was announced but not written")
-        r.output, r.figures = buf.getvalue().rstrip("\n"), list(announced)
+        r.output, r.figures = _relative(buf.getvalue().rstrip("\n")), list(announced)
         print(f"  {stem} cell {number}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    results[f"{stem}.commands"] = json.dumps(commands)
+    results[f"{stem}.commands"] = commands
     return runs
 
 
@@ -213,7 +219,9 @@ SETTING = {("en", True): "at the quick setting (`--quick`)", ("en", False): "at 
 
 
 def _machine() -> str:
-    return f"{os.cpu_count()} CPU cores"
+    import torch
+    n = torch.get_num_threads()
+    return f"{os.cpu_count()} CPU cores, {n} torch thread{'s' if n > 1 else ''}"
 
 
 def write_tutorial(runs: list[CellRun], stem: str, out: Path, results: dict[str, Any], quick: bool,
@@ -253,7 +261,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="docs folder: tutorials go to OUT/tutorials, quiz and pitfalls to OUT")
     ap.add_argument("--templates", type=Path, default=ROOT / "docs" / "src")
     ap.add_argument("--work", type=Path, default=ROOT / "tutorial_runs", help="runs and checkpoints (not published)")
+    ap.add_argument("--threads", type=int, help="CPU threads for torch, here and in the commands (default: 1 with "
+                    "--quick, where small models on a shared machine run fastest single-threaded; else torch's own)")
     a = ap.parse_args(argv)
+    threads = a.threads if a.threads is not None else (1 if a.quick else 0)
+    if threads <= 0:
+        return _run(a)
+    import torch
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        return _run(a)
+    finally:                  # restored: the runner may be called from a test process
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+def _run(a: argparse.Namespace) -> int:
     sources = sorted(a.src.glob("[0-9][0-9]-*.py"))
     if a.only:
         want = [w.strip() for w in a.only.split(",") if w.strip()]

@@ -111,12 +111,18 @@ def test_templates_are_filled_and_refuse_unknown_names(tmp_path):
         tut.fill_templates(tmp_path / "tpl", tmp_path, {"a": 1.0})
 
 
+def _broken_links(md: Path) -> list[str]:
+    """Relative links and images of a Markdown file that point to no file."""
+    links = re.findall(r"\]\(([^)#]+)\)", md.read_text())
+    return [u for u in links if "://" not in u and not (md.parent / u).is_file()]
+
+
 def _doc_commands(text: str) -> list[list[str]]:
     """The ``difflab ...`` commands quoted in backticks in a document."""
     return [c.split() for c in re.findall(r"`difflab ([^`]+)`", text)]
 
 
-@pytest.mark.parametrize("doc", ["docs/quiz.md", "docs/pitfalls.md"])
+@pytest.mark.parametrize("doc", ["docs/quiz.md", "docs/pitfalls.md", "docs/bg/quiz.md", "docs/bg/pitfalls.md"])
 def test_documented_commands_exist_and_parse(doc, capsys):
     """Every command the quiz and the pitfalls point to is a registered difflab command whose arguments parse
     (and whose --help runs)."""
@@ -133,6 +139,7 @@ def test_documented_commands_exist_and_parse(doc, capsys):
             parser.parse_args([argv[0], "--help"])
         assert e.value.code == 0
     assert "{{" not in text, f"{doc} has an unfilled placeholder"
+    assert not _broken_links(ROOT / doc)
 
 
 @pytest.mark.tutorials
@@ -151,5 +158,6 @@ def test_all_tutorials_at_the_quick_setting(tmp_path):
             assert figs, f"{md} shows no figure"
             for f in figs:
                 assert f.startswith(prefix + "figures/") and (md.parent / f).is_file(), f"{md}: {f} missing"
-    for name in ("quiz.md", "pitfalls.md"):
+    for name in ("quiz.md", "pitfalls.md", "bg/quiz.md", "bg/pitfalls.md"):
         assert "{{" not in (tmp_path / "docs" / name).read_text()
+        assert not _broken_links(tmp_path / "docs" / name)

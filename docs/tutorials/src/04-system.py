@@ -232,6 +232,7 @@ def step_cost(size: int, batch: int, repeats: int) -> tuple[float, float]:
 sizes = [8, 16, 32]
 batches = [16, 64] if QUICK else [16, 64, 256]
 cost = {(s, b): step_cost(s, b, 2 if QUICK else 10) for s in sizes for b in batches}
+print(f"CPU, {torch.get_num_threads()} torch thread(s)")
 for (s, b), (its, mib) in cost.items():
     print(f"{s:3d}x{s:<3d} batch {b:4d}: {its:7.2f} it/s, {its * b:8.0f} images/s, activations {mib:8.1f} MiB")
 record("compute_its_8_16", cost[8, 16][0])
