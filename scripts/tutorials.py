@@ -218,9 +218,11 @@ SETTING = {("en", True): "at the quick setting (`--quick`)", ("en", False): "at 
            ("bg", True): "с бързата настройка (`--quick`)", ("bg", False): "с пълния бюджет"}
 
 
-def _machine() -> str:
+def _machine(lang: str) -> str:
     import torch
     n = torch.get_num_threads()
+    if lang == "bg":
+        return f"{os.cpu_count()} процесорни ядра, {n} {'нишки' if n > 1 else 'нишка'} на torch"
     return f"{os.cpu_count()} CPU cores, {n} torch thread{'s' if n > 1 else ''}"
 
 
@@ -230,7 +232,7 @@ def write_tutorial(runs: list[CellRun], stem: str, out: Path, results: dict[str,
     for lang in LANGS:
         folder = out if lang == "en" else out / lang
         folder.mkdir(parents=True, exist_ok=True)
-        head = HEADERS[lang].format(stem=stem, setting=SETTING[lang, quick], seconds=seconds, machine=_machine(),
+        head = HEADERS[lang].format(stem=stem, setting=SETTING[lang, quick], seconds=seconds, machine=_machine(lang),
                                     num=stem[:2])
         text = render(runs, lang, results, stem, head, "" if lang == "en" else "../")
         path = folder / f"{stem}.md"

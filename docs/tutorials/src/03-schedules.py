@@ -106,14 +106,14 @@ cov = torch.diag(torch.tensor([1.0, 0.25], dtype=torch.float64))
 exact = dl.GaussianDenoiser(dl.get_schedule("linear", T=1000), torch.zeros(2, dtype=torch.float64), cov, shape=(2,))
 ratios = {}
 for k in (2, 5, 10, 20, 100, 1000):
-    x = dl.sample(exact, n=2000 if QUICK else 100000, shape=(2,), sampler="ddpm", steps=k, seed=0,
+    x = dl.sample(exact, n=2000 if QUICK else 20000, shape=(2,), sampler="ddpm", steps=k, seed=0,
                   progress=False).x.double()
     ratios[k] = float(x.var(0).sum() / cov.diagonal().sum())
     print(f"DDPM {k:4d} steps: sample variance / data variance = {ratios[k]:.3f}")
 record("var_ratio_ddpm5", ratios[5])
 record("var_ratio_ddpm10", ratios[10])
 record("var_ratio_ddpm1000", ratios[1000])
-x_ddim = dl.sample(exact, n=2000 if QUICK else 100000, shape=(2,), sampler="ddim", steps=5, seed=0,
+x_ddim = dl.sample(exact, n=2000 if QUICK else 20000, shape=(2,), sampler="ddim", steps=5, seed=0,
                    progress=False).x.double()
 record("var_ratio_ddim5", float(x_ddim.var(0).sum() / cov.diagonal().sum()))
 print(f"DDIM    5 steps: sample variance / data variance = {float(x_ddim.var(0).sum() / cov.diagonal().sum()):.3f}")
