@@ -25,6 +25,7 @@ naming the tutorial and the cell. Usage::
     python scripts/tutorials.py --quick              # all five at CI budgets, into docs/
     python scripts/tutorials.py                      # the full budgets
     python scripts/tutorials.py --only 01,03 --out /tmp/t --quick
+    python scripts/tutorials.py --fill-only          # after editing docs/src/*.md: refill from results.json
 """
 from __future__ import annotations
 
@@ -265,7 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "tutorial_runs", help="runs and checkpoints (not published)")
     ap.add_argument("--threads", type=int, help="CPU threads for torch, here and in the commands (default: 1 with "
                     "--quick, where small models on a shared machine run fastest single-threaded; else torch's own)")
+    ap.add_argument("--fill-only", action="store_true",
+                    help="only refill the quiz and pitfall templates from OUT/tutorials/results.json")
     a = ap.parse_args(argv)
+    if a.fill_only:
+        res_path = a.out / "tutorials" / "results.json"
+        if not res_path.is_file():
+            print(f"tutorials: no {res_path}; run the tutorials first", file=sys.stderr)
+            return 2
+        try:
+            for p in fill_templates(a.templates, a.out, json.loads(res_path.read_text())):
+                print(f"  wrote {p}", file=sys.stderr)
+        except TutorialError as e:
+            print(f"tutorials: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     threads = a.threads if a.threads is not None else (1 if a.quick else 0)
     if threads <= 0:
         return _run(a)

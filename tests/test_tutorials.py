@@ -109,6 +109,9 @@ def test_templates_are_filled_and_refuse_unknown_names(tmp_path):
     assert out == [tmp_path / "quiz.md"] and "answer 0.2 and x" in (tmp_path / "quiz.md").read_text()
     with pytest.raises(tut.TutorialError, match="no recorded result 'b'"):
         tut.fill_templates(tmp_path / "tpl", tmp_path, {"a": 1.0})
+    _write(tmp_path / "docs/tutorials", "results.json", '{"a": 1.5, "b": "y"}')
+    assert tut.main(["--fill-only", "--out", str(tmp_path / "docs"), "--templates", str(tmp_path / "tpl")]) == 0
+    assert "answer 1.5 and y" in (tmp_path / "docs/quiz.md").read_text()
 
 
 def _broken_links(md: Path) -> list[str]:
