@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import DifflabError
 
-__all__ = ["DEVICES", "resolve_device", "module_device", "autocast", "to_memory_format"]
+__all__ = ["DEVICES", "resolve_device", "module_device", "autocast", "to_memory_format", "OnDevice"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -70,3 +70,19 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """``x`` in channels-last layout (NHWC strides) when asked and it is an image batch (4-D); unchanged
     otherwise.  Values and shape are the same; convolutions on GPUs (and oneDNN on CPUs) run faster in it."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+class OnDevice(nn.Module):
+    """``denoiser`` run on ``device`` for a caller that keeps its own state elsewhere (the float64 likelihood
+    ODE and ELBO stay on the CPU; MPS has no float64): ``x_t`` and the conditioning go to ``device``, and
+    :math:`\\hat x_0` comes back to ``x_t``'s device.  Gradients flow through both moves."""
+
+    def __init__(self, denoiser: nn.Module, device: torch.device | str):
+        super().__init__()
+        self.device = torch.device(device)
+        self.denoiser = denoiser.to(self.device)
+        self.schedule = denoiser.schedule
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, **cond: torch.Tensor) -> torch.Tensor:
+        cond = {k: v.to(self.device) for k, v in cond.items()}
+        return self.denoiser(x_t.to(self.device), t, **cond).to(x_t.device)

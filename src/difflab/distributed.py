@@ -15,7 +15,10 @@ How difflab divides the work:
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -24,7 +27,7 @@ from torch import Tensor
 from .errors import DifflabError
 
 __all__ = ["init_from_env", "world", "rank", "is_main", "barrier", "block", "shard", "gather_rows",
-           "all_mean", "all_max", "any_true", "rank_seed"]
+           "all_mean", "all_max", "any_true", "rank_seed", "solo", "my_share"]
 
 
 def init_from_env(device: torch.device) -> bool:
@@ -39,11 +42,31 @@ def init_from_env(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(_leave)
     return dist.get_world_size() > 1
 
 
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_SOLO = [0]   # depth of open solo() blocks
+
+
 def _joined() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return _SOLO[0] == 0 and dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Within the block this process works alone, as rank 0 of 1 (a sweep's rank training its own variants
+    writes its own logs and checkpoints); collectives are not used."""
+    _SOLO[0] += 1
+    try:
+        yield
+    finally:
+        _SOLO[0] -= 1
 
 
 def world() -> int:
@@ -129,3 +152,10 @@ def all_max(x: Tensor) -> Tensor:
 def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every rank when ``flag`` is true on some rank (a stop that all ranks must agree on)."""
     return bool(all_max(torch.tensor([float(flag)], device=device)).item())
+
+
+def my_share(items: list, r: int | None = None, w: int | None = None) -> list:
+    """Rank ``r``'s share of a list of independent jobs (a sweep's variants): items r, r + w, ..."""
+    r = rank() if r is None else r
+    w = world() if w is None else w
+    return items[r::w]

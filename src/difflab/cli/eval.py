@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DifflabError
-from .common import add_data_args, add_progress_arg, ints, parse_opts
+from .common import add_data_args, add_device_arg, add_progress_arg, ints, parse_opts
 
 NAME = "eval"
 HELP = "score samples (.npz files, or drawn from --checkpoint per seed) against held-out data"
@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--min-samples", type=int, default=1000, help="warn below this many samples")
     p.add_argument("--out", help="write the results as JSON here")
+    add_device_arg(p)
     add_progress_arg(p)
 
 
@@ -55,6 +56,7 @@ def _samples_and_labels(path: Path, seed: int) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
+    from ..devices import resolve_device
     from ..metrics.evaluate import aggregate, evaluate_sets, format_table, save_json, sample_sets
 
     if bool(args.samples) == bool(args.checkpoint):
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     model = feature_model(args)
     if args.checkpoint:
         from ..train import load_checkpoint
-        den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+        den = load_checkpoint(args.checkpoint).denoiser(args.weights).to(resolve_device(args.device))
         sets = sample_sets(den, ints(args.seeds), n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
                            batch_size=args.batch_size, progress=not args.no_progress, **parse_opts(args.opt))
     else:
