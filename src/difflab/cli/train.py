@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true",
                    help="image batches and convolutions in channels-last (NHWC) layout (faster on GPUs)")
     add_device_arg(p)
+    p.add_argument("--log-every", type=int, default=25, help="steps per log.jsonl record (averaged over them)")
     add_loop_args(p, sample_every=1000)
 
 
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                       t_proposal=args.t_proposal, t_logit_mean=args.t_logit_mean, t_logit_std=args.t_logit_std,
                       cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
+                      log_every=args.log_every,
                       milestones=tuple(floats(args.milestones)) if args.milestones else (),
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)
