@@ -4,7 +4,7 @@ One ``torch.distributed.run`` launch of two ranks runs every multi-process comma
 the one-process runs they are compared with run in this process.  The model is a tiny UNet on scikit-learn's
 8x8 digits, through the CLI (so ``setup_device`` and the environment rendezvous are exercised too).
 
-The runs are compared by what they compute: the denoiser's :math:`\hat x_0` of the model and of its EMA on a
+The runs are compared by what they compute: the denoiser's x0_hat of the model and of its EMA on a
 fixed noised batch, within 1e-5 absolute.  Two ranks compute the gradient of the global mean loss as the average
 of two half-batch means (DDP's all-reduce), one process as one mean over the batch: the same sum in another
 order, ~1e-7 relative, and the outputs after ten Adam steps of lr 1e-2 agree to ~1.5e-6.  (The raw weights are

@@ -75,7 +75,7 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 class OnDevice(nn.Module):
     """``denoiser`` run on ``device`` for a caller that keeps its own state elsewhere (the float64 likelihood
     ODE and ELBO stay on the CPU; MPS has no float64): ``x_t`` and the conditioning go to ``device``, and
-    :math:`\\hat x_0` comes back to ``x_t``'s device.  Gradients flow through both moves."""
+    x0_hat comes back to ``x_t``'s device.  Gradients flow through both moves."""
 
     def __init__(self, denoiser: nn.Module, device: torch.device | str):
         super().__init__()
