@@ -27,6 +27,7 @@ from difflab import distributed
 from difflab.cli import main
 from difflab.data import load_dataset
 from difflab.errors import DifflabError
+from difflab.experiments import run_sweep
 from difflab.process import q_sample
 from difflab.train import load_checkpoint
 
@@ -36,6 +37,14 @@ TRAIN = ("train --data digits --index-range 0:64 --channels 8,16 --layers-per-bl
          "--ckpt-every-minutes 100 --seed 3 --no-progress --device cpu")
 SAMPLE = "sample {run} --n 7 --batch-size 3 --steps 4 --seed 5 --no-progress --device cpu --out {out}"
 TOL = 1e-5
+
+
+SWEEP = {"name": "ranks", "seed": 0, "data": {"kind": "toy2d", "name": "eight_gaussians", "n": 2000},
+         "network": {"type": "mlp", "hidden": 16, "layers": 2, "fourier": 4},
+         "train": {"batch_size": 64, "lr": 3e-3, "warmup": 5, "log_every": 10}, "stages": [1.0],
+         "grid": {"schedule": ["cosine", "edm"], "prediction": ["eps"], "weighting": ["uniform"],
+                  "budget": [{"steps": 20}]},
+         "sampling": {"samplers": ["ddim"], "nfe": [5], "n": 200}}
 
 
 def _run(out: Path, steps: int, resume: bool = False) -> str:
@@ -54,20 +63,25 @@ def one_thread():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, one_thread):
     """one: one process, 10 steps; two: two ranks, 10 steps; two_then_one: two ranks to step 5, resumed on one
-    process; one_then_two: one process to step 5, resumed on two ranks; samples of 'two' on two ranks and on one."""
+    process; one_then_two: one process to step 5, resumed on two ranks; samples of 'two' on two ranks and on one;
+    a two-variant sweep on two ranks and on one."""
     root = tmp_path_factory.mktemp("ddp")
-    r = {k: root / k for k in ("one", "two", "two_then_one", "one_then_two", "s_two", "s_one")}
+    r = {k: root / k for k in ("one", "two", "two_then_one", "one_then_two", "s_two", "s_one", "sweep_two",
+                               "sweep_one")}
+    (root / "sweep.yaml").write_text(json.dumps(SWEEP))   # JSON is YAML
     assert main(_run(r["one"], 10).split()) == 0
     assert main(_run(r["one_then_two"], 5).split()) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(ROOT / "tests" / "distributed_worker.py"),
            _run(r["two"], 10), _run(r["two_then_one"], 5), _run(r["one_then_two"], 10, resume=True),
-           SAMPLE.format(run=r["two"], out=r["s_two"])]
+           SAMPLE.format(run=r["two"], out=r["s_two"]),
+           f"sweep {root / 'sweep.yaml'} --out {r['sweep_two']} --no-progress --device cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert main(_run(r["two_then_one"], 10, resume=True).split()) == 0
     assert main(SAMPLE.format(run=r["two"], out=r["s_one"]).split()) == 0
+    run_sweep(SWEEP, r["sweep_one"], progress=False, report=False)
     return r
 
 
@@ -123,3 +137,16 @@ def test_blocks_and_shards_partition_the_indices():
     assert distributed.my_share(list("abcde"), 1, 2) == ["b", "d"]
     # one process: rank 0 of 1, everything its own
     assert (distributed.world(), distributed.rank(), distributed.block(5)) == (1, 0, range(5))
+
+
+def test_sweep_variants_spread_over_ranks(runs):
+    """Each rank trains its own variants alone (rank 0 cosine, rank 1 edm): each variant trained once (two log
+    records of its 20 steps, not four), its results those of one process (the same seeded run, bit for bit in
+    the quality numbers), and the report written once."""
+    for v in ("cosine-eps-uniform-20st", "edm-eps-uniform-20st"):
+        log = (runs["sweep_two"] / "variants" / v / "run" / "log.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in log] == [10, 20]
+        two, one = (json.loads((runs[k] / "variants" / v / "result.json").read_text()) for k in ("sweep_two",
+                                                                                                  "sweep_one"))
+        assert two["quality"] == [{**q, "seconds": two["quality"][i]["seconds"]} for i, q in enumerate(one["quality"])]
+    assert (runs["sweep_two"] / "report" / "report.md").is_file()
