@@ -75,5 +75,5 @@ def test_compiled_step_computes_the_eager_step(bench):
     for backend in (None, "eager"):
         net = bench.build_pair(cfg)["difflab"]
         step = bench.train_step_fn(net, shape, 2, torch.device("cpu"), False, False, backend)
-        losses[backend] = [float(step()) for _ in range(3)]
+        losses[backend] = [float(step().detach()) for _ in range(3)]
     assert max(abs(a - b) for a, b in zip(losses[None], losses["eager"])) < 1e-5

@@ -242,7 +242,8 @@ class Session:
         now = time.perf_counter()
         if step % self.cfg.log_every == 0:
             means = self._means()
-            rec = {"step": step, **means, **{k: float(v) if hasattr(v, "detach") else v for k, v in (extra or {}).items()},
+            extra = {k: float(v) if hasattr(v, "detach") else v for k, v in (extra or {}).items()}  # a tensor: now read
+            rec = {"step": step, **means, **extra,
                    "it_s": (step - self._s_log) / max(now - self._t_log, 1e-9), "elapsed_s": now - self.start}
             if self.on_log is not None:
                 self.on_log(rec)
