@@ -55,8 +55,10 @@ def test_sample_noise_is_drawn_on_the_cpu_and_moved():
     z = SampleNoise(7, range(3, 6)).randn((2, 4))
     for row, i in zip(z, range(3, 6)):
         assert torch.equal(row, torch.randn((2, 4), generator=torch.Generator().manual_seed(sample_seed(7, i))))
-    meta = SampleNoise(7, range(3, 6), "meta").randn((2, 4))
+    noise = SampleNoise(7, range(3, 6), "meta")
+    meta = noise.randn((2, 4))
     assert meta.device.type == "meta" and meta.shape == (3, 2, 4)
+    assert all(g.device.type == "cpu" for g in noise.generators)
 
 
 def test_explicit_cpu_device_gives_the_same_samples_bit_for_bit():
@@ -116,7 +118,8 @@ def test_autocast_follows_the_device_type():
 def test_session_reads_tensor_terms_only_at_log_steps_and_logs_what_floats_log(tmp_path):
     """A trainer may report 0-d tensors (no device synchronisation a step): the log records equal those of the
     same values reported as Python floats, bit for bit (float64 sums in both)."""
-    values = torch.rand(6, generator=torch.Generator().manual_seed(0))
+    # magnitudes far apart: a float32 sum would round where the float64 one does not
+    values = torch.tensor([1.0, 1e-7, 3e-8, 2.0, 1e-6, 5e-9])
     cfg = session.LoopConfig(steps=6, log_every=3, sample_every=0, progress=False, ckpt_every_minutes=100)
     records = {}
     for kind in ("float", "tensor"):
