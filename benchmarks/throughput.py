@@ -206,6 +206,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
         Path(args.ddp_out).write_text(json.dumps({"procs": distributed.world(), "step_s": seconds,
                                                   "images_s": args.batch / seconds}))
     if dist.is_initialized():
+        distributed.barrier()   # no rank leaves the group while another still uses it
         dist.destroy_process_group()
     return 0
 
