@@ -6,7 +6,7 @@ import argparse
 from ..errors import DifflabError
 
 __all__ = ["ints", "floats", "parse_opts", "add_data_args", "add_run_args", "add_loop_args", "load_data",
-           "schedules_by_name", "add_progress_arg"]
+           "schedules_by_name", "add_progress_arg", "add_device_arg", "setup_device"]
 
 
 def ints(s: str) -> list[int]:
@@ -102,3 +102,23 @@ def schedules_by_name(names: str, T: int) -> dict:
 
 def add_progress_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, mps or auto (the first of cuda, mps, cpu here); under torchrun each process "
+                        "takes the GPU of its LOCAL_RANK")
+
+
+def setup_device(args: argparse.Namespace):
+    """The device ``--device`` names; under torchrun (``WORLD_SIZE`` > 1) the process group is joined, and the
+    processes other than rank 0 print nothing (rank 0 reports for all)."""
+    import os
+    import sys
+
+    from .. import distributed
+    from ..devices import resolve_device
+    device = resolve_device(args.device)
+    if distributed.init_from_env(device) and not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")   # one report, rank 0's; warnings and errors still reach stderr
+    return device

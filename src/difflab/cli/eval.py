@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DifflabError
-from .common import add_data_args, add_progress_arg, ints, parse_opts
+from .common import add_data_args, add_device_arg, add_progress_arg, ints, parse_opts, setup_device
 
 NAME = "eval"
 HELP = "score samples (.npz files, or drawn from --checkpoint per seed) against held-out data"
@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--min-samples", type=int, default=1000, help="warn below this many samples")
     p.add_argument("--out", help="write the results as JSON here")
+    add_device_arg(p)
     add_progress_arg(p)
 
 
@@ -54,6 +55,7 @@ def _samples_and_labels(path: Path, seed: int) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..data import load_dataset
     from ..metrics.evaluate import aggregate, evaluate_sets, format_table, save_json, sample_sets
 
@@ -66,15 +68,17 @@ def run(args: argparse.Namespace) -> int:
     model = feature_model(args)
     if args.checkpoint:
         from ..train import load_checkpoint
-        den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+        device = setup_device(args)   # under torchrun the samples are drawn in blocks over the processes
+        den = load_checkpoint(args.checkpoint).denoiser(args.weights).to(device)
         sets = sample_sets(den, ints(args.seeds), n=args.n, sampler=args.sampler, steps=args.steps, grid=args.grid,
-                           batch_size=args.batch_size, progress=not args.no_progress, **parse_opts(args.opt))
+                           batch_size=args.batch_size, progress=not args.no_progress, split_over_ranks=True,
+                           **parse_opts(args.opt))
     else:
         sets = [(str(p), *_samples_and_labels(Path(p), i)) for i, p in enumerate(args.samples)]
     res = aggregate(evaluate_sets(sets, train.x, ref.x, model, min_samples=args.min_samples,
                                   progress=not args.no_progress))
     print(format_table(res))
-    if args.out:
+    if args.out and distributed.is_main():
         save_json(res, args.out)
         print(f"results: {args.out}")
     return 0
@@ -98,6 +102,8 @@ def run_audio(args: argparse.Namespace) -> int:
     heldout = load_dataset("fsdd", args.data_dir, split="heldout", **kw)
     if args.checkpoint:
         from ..train import load_checkpoint
+        if args.device not in ("auto", "cpu"):   # auto means the CPU here
+            raise DifflabError("audio evaluation samples on the CPU; give --device cpu")
         sets = sample_audio_sets(load_checkpoint(args.checkpoint).denoiser(args.weights), ints(args.seeds), n=args.n,
                                  sampler=args.sampler, steps=args.steps, grid=args.grid, batch_size=args.batch_size,
                                  progress=not args.no_progress, **parse_opts(args.opt))

@@ -5,7 +5,7 @@ import argparse
 import math
 
 from ..errors import DifflabError
-from .common import add_data_args, add_progress_arg, load_data
+from .common import add_data_args, add_device_arg, add_progress_arg, load_data
 
 NAME = "likelihood"
 HELP = "bits/dim of held-out images: DDPM ELBO or probability-flow ODE"
@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--out", help="write the results as JSON here")
+    add_device_arg(p)
     add_progress_arg(p)
 
 
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train import load_checkpoint
     if args.n < 2:
         raise DifflabError(f"--n must be at least 2, got {args.n}")
-    den = load_checkpoint(args.checkpoint).denoiser(args.weights)
+    from ..devices import OnDevice, resolve_device
+    den = OnDevice(load_checkpoint(args.checkpoint).denoiser(args.weights), resolve_device(args.device))
     rng = args.index_range or ("8000:10000" if args.data == "mnist" else None)
     data = load_data(args, rng)
     x8 = torch.from_numpy(to_uint8(data.x[: args.n]))

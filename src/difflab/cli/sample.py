@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DifflabError
-from .common import add_progress_arg, floats, parse_opts
+from .common import add_device_arg, add_progress_arg, floats, parse_opts, setup_device
 
 NAME = "sample"
 HELP = "sample from a checkpoint"
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-images", action="store_true", help="also write every sample as a PNG file")
     p.add_argument("--trajectory", action="store_true", help="also draw x_t and x0_hat along the reverse chain")
     p.add_argument("--trajectory-points", type=int, default=8)
+    add_device_arg(p)
     add_progress_arg(p)
 
 
@@ -108,9 +109,11 @@ def run(args: argparse.Namespace) -> int:
     from ..encoders.attached import data_space, decode_samples, decode_trajectory
     from ..outputs import save_samples
     from ..sampling import sample
+    from .. import distributed
     from ..viz import trajectory_figure
 
-    base = load_denoiser(args)
+    device = setup_device(args)   # under torchrun each process draws its block of the samples
+    base = load_denoiser(args).to(device)
     # without --sampler: the setting the checkpoint was made for (a distilled student's), else DDIM, 50 steps
     own = dict(getattr(base, "sampling", None) or {}) if args.sampler is None else {}
     setting = {"sampler": args.sampler or "ddim", "steps": 50, "grid": "default", **own}
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     args.steps = args.steps or setting.pop("steps")
     args.grid = args.grid if args.grid != "default" else setting.pop("grid")
     den, cond, nrow = guidance_from_args(base, args, args.n)
+    if hasattr(den, "to"):
+        den = den.to(device)   # a guide (autoguidance model, classifier) too
     n = args.n if cond is None else len(cond["label"])
     kind = data_space(base)[0]
     if args.trajectory and kind == "audio" and getattr(base, "encoder", None) is None:
@@ -131,13 +136,15 @@ def run(args: argparse.Namespace) -> int:
         traj_steps = sorted({round(i * (args.steps - 1) / (k - 1)) for i in range(k)})
     res = sample(den, n=n, sampler=args.sampler, steps=args.steps, grid=args.grid, sigma_max=args.sigma_max,
                  seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress, trajectory=traj_steps,
-                 cond=cond, **opts)
+                 cond=cond, device=device, split_over_ranks=True, **opts)
+    if not distributed.is_main():
+        return 0   # rank 0 writes the gathered samples
     tag = f"{args.sampler}_{args.steps}_seed{args.seed}"
     if args.class_ is not None:
         tag += f"_class{args.class_}" + (f"_w{args.guidance:g}" if args.guidance != 1.0 else "")
     # a latent or mel model's samples (and trajectory) are decoded to data space
     start = time.perf_counter()
-    x = decode_samples(base, res.x)
+    x = decode_samples(base.cpu(), res.x)   # decoded on the CPU, where the samples and trajectory are
     seconds = res.seconds + time.perf_counter() - start
     files = save_samples(kind, x, args.out, tag, each=args.save_images or None,
                          labels=None if cond is None else cond["label"], nrow=nrow)

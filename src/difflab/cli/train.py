@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..errors import DifflabError
-from .common import add_loop_args, add_run_args, floats, ints, load_data
+from .common import add_device_arg, add_loop_args, add_run_args, floats, ints, load_data, setup_device
 
 NAME = "train"
 HELP = "train a diffusion model"
@@ -59,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
+    p.add_argument("--channels-last", action="store_true",
+                   help="image batches and convolutions in channels-last (NHWC) layout (faster on GPUs)")
+    add_device_arg(p)
+    p.add_argument("--log-every", type=int, default=25, help="steps per log.jsonl record (averaged over them)")
     add_loop_args(p, sample_every=1000)
 
 
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..denoisers import create_denoiser
     from ..train import TrainConfig, load_checkpoint, train
 
+    device = setup_device(args)   # under torchrun: --batch-size is the global batch, split over the processes
     data = load_data(args)
     print(f"data: {data.name}, {len(data)} {data.kind} of shape {data.shape}")
     encoder = load_checkpoint(args.out).encoder() if args.resume else None
@@ -109,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
                       warmup=args.warmup, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, bf16=args.bf16,
+                      device=str(device), channels_last=args.channels_last,
                       weighting=args.weighting or ("flow" if den.schedule.name == "flow" else "min_snr"),
                       t_proposal=args.t_proposal, t_logit_mean=args.t_logit_mean, t_logit_std=args.t_logit_std,
                       cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
+                      log_every=args.log_every,
                       milestones=tuple(floats(args.milestones)) if args.milestones else (),
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)

@@ -92,7 +92,8 @@ class Denoiser(nn.Module):
 
     def _net(self, x_t: Tensor, t: Tensor, a: Tensor, s: Tensor, cond: dict[str, Any]) -> Tensor:
         x_in = expand(self.c_in(a, s), x_t) * x_t
-        return self.net(x_in, self.schedule.timestep(t).to(torch.float32), **cond)
+        # the schedule computes in float64 on the CPU (MPS has no float64); the network's input goes to x's device
+        return self.net(x_in, self.schedule.timestep(t).to(device=x_t.device, dtype=torch.float32), **cond)
 
     def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         t = as_time(t, x_t)

@@ -251,16 +251,17 @@ def _load_task(cfg: dict[str, Any], out: Path) -> _Task:
 def _loss_buckets(den, task: _Task, weighting: str, seed: int, buckets: int = 10, n: int = 512) -> dict[str, list]:
     """Held-out loss per t bucket [k/B, (k+1)/B): the variant's own training objective and, comparable
     across variants, the x0 mean squared error."""
+    from ..devices import module_device
     from ..losses import denoising_loss
     from ..process import q_sample
-    x = task.reference[:n].float()
+    x = task.reference[:n].float().to(module_device(den))
     g = torch.Generator().manual_seed(seed + 7)
     obj, mse = [], []
     with torch.no_grad():
         for k in range(buckets):
             t = (k + torch.rand(x.shape[0], generator=g, dtype=torch.float64)) / buckets
             t = t.clamp(1e-4, 1.0)
-            eps = torch.randn(x.shape, generator=g)
+            eps = torch.randn(x.shape, generator=g).to(x.device)
             obj.append(float(denoising_loss(den, x, t, eps, weighting).mean()))
             x_t = q_sample(den.schedule, x, t, eps=eps).float()
             mse.append(float(((den(x_t, t) - x) ** 2).flatten(1).mean(1).mean()))
@@ -268,7 +269,7 @@ def _loss_buckets(den, task: _Task, weighting: str, seed: int, buckets: int = 10
 
 
 # -- one variant ----------------------------------------------------------------------------------
-def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar) -> dict[str, Any]:
+def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar, device: str = "cpu") -> dict[str, Any]:
     from ..denoisers import Denoiser
     from ..nn import build_network, default_network
     from ..process import schedule_from_spec
@@ -287,7 +288,7 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
     den = Denoiser(build_network(net_cfg), schedule_from_spec(v["schedule"]), v["prediction"],
                    clip_x0=task.train.clip_x0)
     tkw = {k: val for k, val in (cfg.get("train") or {}).items()}
-    tkw.update(seed=seed, weighting=v["weighting"], progress=False, sample_every=0)
+    tkw.update(seed=seed, weighting=v["weighting"], progress=False, sample_every=0, device=device)
     state_file = folder / "stages.json"
     done = json.loads(state_file.read_text()) if state_file.is_file() else []
     run_dir = folder / "run"
@@ -317,7 +318,7 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
         resume = (run_dir / "checkpoints" / "latest").exists()  # after a finished stage or a kill
         ck = load_checkpoint(run_dir) if resume else None
         if ck is not None and bkind == "steps" and ck.step >= budget["steps"]:  # killed after training
-            den_eval = ck.denoiser("ema")
+            den_eval = ck.denoiser("ema").to(device)
             rec = {"stage": frac, "steps": ck.step, "train_seconds_stage": 0.0, "it_per_s": None, "final_loss": None}
         else:
             res = train(den, task.train, run_dir, TrainConfig(**tkw, **budget), resume=resume)
@@ -355,33 +356,40 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
 
 
 def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None, progress: bool = True,
-              report: bool = True) -> Path:
-    """Run (or continue) a sweep and write its report; returns the output folder."""
+              report: bool = True, device: str = "cpu") -> Path:
+    """Run (or continue) a sweep and write its report; returns the output folder.  ``device``: where each
+    variant trains and samples.  Under torchrun the variants still to do are spread over the ranks (rank r takes
+    every W-th, :func:`difflab.distributed.my_share`, and trains it alone); rank 0 writes the report once all
+    are done."""
+    from .. import distributed
     from ..progress import progress_bar
     cfg = load_config(config) if not isinstance(config, dict) else config
     if isinstance(config, dict):
         check_config(cfg)
     out = Path(out or Path("sweeps_out") / cfg["name"])
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", cfg)
+    if distributed.is_main():
+        atomic_write_json(out / "config.json", cfg)
     variants = expand_grid(cfg)
     stages = len(cfg.get("stages", [1.0]))
     todo = [v for v in variants if not (out / "variants" / v.id / "result.json").is_file()]
     done_units = sum(len(json.loads((out / "variants" / v.id / "stages.json").read_text()))
                      for v in todo if (out / "variants" / v.id / "stages.json").is_file())
     bar = progress_bar(total=len(variants) * stages, initial=(len(variants) - len(todo)) * stages + done_units,
-                       desc=f"sweep {cfg['name']}", unit="stage", enabled=progress)
+                       desc=f"sweep {cfg['name']}", unit="stage", enabled=progress and distributed.is_main())
     task = _load_task(cfg, out) if todo else None
-    for v in todo:
+    for v in distributed.my_share(todo):
         folder = out / "variants" / v.id
         folder.mkdir(parents=True, exist_ok=True)
-        res = _run_variant(cfg, v, task, folder, bar)
+        with distributed.solo():
+            res = _run_variant(cfg, v, task, folder, bar, device)
         atomic_write_json(folder / "result.json", res)
         q = res["stages"][-1]["quality"]
         bar.write(f"{v.id}: {res['metric']} {q[res['metric']]:.4f} (floor {res['floor']:.4f}) "
                   f"after {res['stages'][-1]['steps']} steps, {res['stages'][-1]['train_seconds']:.0f}s")
     bar.close()
-    if report:
+    distributed.barrier()
+    if report and distributed.is_main():
         from .report import write_report
         write_report(out)
     return out

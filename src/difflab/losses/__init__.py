@@ -82,5 +82,5 @@ def denoising_loss(denoiser: Any, x0: Tensor, t: Tensor, eps: Tensor, weighting:
     s_min = getattr(denoiser, "sigma_min", 0.0)
     tgt = param.target(denoiser.prediction, x0, eps, a_x, s_x, denoiser.sigma_data, s_min)
     mse = (out - tgt).pow(2).flatten(1).mean(1)
-    w = loss_weight(weighting, denoiser.prediction, a, s, denoiser.sigma_data, gamma, s_min).to(mse.dtype)
+    w = loss_weight(weighting, denoiser.prediction, a, s, denoiser.sigma_data, gamma, s_min).to(mse.device, mse.dtype)
     return w * mse

@@ -139,18 +139,21 @@ def evaluate_samples(samples: Tensor, train: Tensor, reference: Tensor, model, m
 
 
 def sample_sets(denoiser, seeds: list[int], n: int = 1000, sampler: str = "dpmpp_2m", steps: int = 20,
-                grid: str = "default", batch_size: int = 256, progress: bool = False,
+                grid: str = "default", batch_size: int = 256, progress: bool = False, split_over_ranks: bool = False,
                 **opts: Any) -> list[tuple[str, Tensor, int]]:
     """One set of ``n`` samples per seed, as ``(label, samples clamped to [-1, 1], seed)`` for
     :func:`evaluate_sets` (the seed also draws that set's real-vs-real floor subset); a latent model's
-    samples are decoded."""
+    samples are decoded.  ``split_over_ranks``: under torchrun each process draws its block of every set
+    (:func:`~difflab.sampling.sample`), and every process gets the whole sets."""
+    from ..devices import module_device
     from ..encoders.attached import decode_samples
     from ..sampling import sample
     out = []
     for seed in seeds:
         res = sample(denoiser, n=n, sampler=sampler, steps=steps, grid=grid, seed=seed, batch_size=batch_size,
-                     progress=progress, **opts)
-        out.append((f"{sampler}-{steps} seed {seed}", decode_samples(denoiser, res.x).clamp(-1, 1), seed))
+                     progress=progress, split_over_ranks=split_over_ranks, **opts)
+        x = decode_samples(denoiser, res.x.to(module_device(denoiser))).cpu()   # decoded where the model is
+        out.append((f"{sampler}-{steps} seed {seed}", x.clamp(-1, 1), seed))
     return out
 
 

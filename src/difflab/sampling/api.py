@@ -42,10 +42,12 @@ def prior_noise(denoiser: DenoiserFn, noise: SampleNoise, shape: tuple[int, ...]
 
 
 def sample_one_batch(denoiser: DenoiserFn, indices: range, shape: tuple[int, ...], sampler: str, ts: Tensor, seed: int,
-                     callback: Callable | None = None, x0_start: Tensor | None = None, **opts: Any) -> Tensor:
-    r"""Samples ``indices`` of the run with ``seed`` (each from its own noise stream).  With ``x0_start``
-    (SDEdit), the start is :math:`x_{t_0} = \alpha_{t_0} x_0 + \sigma_{t_0} z` of those images instead of the prior."""
-    noise = SampleNoise(seed, indices)
+                     callback: Callable | None = None, x0_start: Tensor | None = None,
+                     device: str | torch.device = "cpu", **opts: Any) -> Tensor:
+    r"""Samples ``indices`` of the run with ``seed`` (each from its own noise stream, drawn on the CPU and moved
+    to ``device``).  With ``x0_start`` (SDEdit), the start is :math:`x_{t_0} = \alpha_{t_0} x_0 + \sigma_{t_0} z`
+    of those images instead of the prior."""
+    noise = SampleNoise(seed, indices, device)
     if x0_start is None:
         x_T = prior_noise(denoiser, noise, shape, ts[0])
     else:
@@ -58,8 +60,8 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
            grid: str = "default", sigma_max: float | None = None, seed: int = 0, batch_size: int = 256, progress: bool = True,
            trajectory: list[int] | None = None, trajectory_n: int = 8, ts: Tensor | None = None,
            cond: dict[str, Any] | None = None, t_start: float = 1.0, x0_start: Tensor | None = None,
-           **opts: Any) -> SampleResult:
-    """Draw ``n`` samples; sample i depends only on (seed, i).
+           device: str | torch.device | None = None, split_over_ranks: bool = False, **opts: Any) -> SampleResult:
+    """Draw ``n`` samples; sample i depends only on (seed, i), on every device and in every process.
 
     Args:
         denoiser: ``D(x_t, t, **cond) -> x0_hat`` with ``.schedule`` (and ``.data_shape`` if ``shape`` is None).
@@ -70,7 +72,14 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
             (n, *shape) noised to that time (SDEdit; :func:`difflab.guidance.img2img`).
         trajectory: step indices at which to keep ``x`` and ``x0_hat`` of the first ``trajectory_n``
             samples (returned in ``result.trajectory``).
+        device: where the network runs (default: the denoiser's parameters' device); the noise is drawn on
+            the CPU and moved there, the time grid stays float64 on the CPU (the coefficients move with ``x``).
+        split_over_ranks: under torchrun, rank r draws its block :func:`difflab.distributed.block` of the
+            indices and every rank returns all ``n`` samples (every rank must call it; trajectories come from
+            rank 0's first batch).  The samples (returned on the CPU) equal those of one process.
     """
+    from .. import distributed
+    from ..devices import module_device
     info = get_sampler(sampler)
     info.check(opts)
     shape = tuple(shape or denoiser.data_shape)
@@ -90,10 +99,12 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
     if progress:
         from ..progress import progress_bar
         bar = progress_bar(total=n * (len(ts) - 1), desc=f"sampling {sampler}", unit="img-step", leave=False)
+    device = module_device(denoiser) if device is None else torch.device(device)
+    mine = distributed.block(n) if split_over_ranks else range(n)
     out, start = [], time.perf_counter()
     nfe_per_sample = 0
-    for b0 in range(0, n, batch_size):
-        idx = range(b0, min(n, b0 + batch_size))
+    for b0 in range(mine.start, mine.stop, batch_size):
+        idx = range(b0, min(mine.stop, b0 + batch_size))
         counter.nfe = 0
 
         def cb(d: dict[str, Any]) -> None:
@@ -103,19 +114,23 @@ def sample(denoiser: DenoiserFn, n: int = 64, shape: tuple[int, ...] | None = No
                 traj["steps"].append(d["i"])
                 traj["t"].append(float(d["t"]))                 # where x0_hat was estimated
                 traj["t_next"].append(float(ts[d["i"] + 1]) if d["i"] + 1 < len(ts) else 0.0)  # time of x
-                traj["x"].append(d["x"][:trajectory_n].clone())
-                traj["x0_hat"].append(d["x0_hat"][:trajectory_n].clone())
+                traj["x"].append(d["x"][:trajectory_n].to("cpu", copy=True))
+                traj["x0_hat"].append(d["x0_hat"][:trajectory_n].to("cpu", copy=True))
 
-        batch_cond = {k: v[b0:b0 + len(idx)] for k, v in (cond or {}).items()}
-        x0_batch = None if x0_start is None else x0_start[b0:b0 + len(idx)]
-        out.append(sample_one_batch(counter, idx, shape, sampler, ts, seed, callback=cb, x0_start=x0_batch, **opts,
-                                    **batch_cond))
+        batch_cond = {k: v[b0:b0 + len(idx)].to(device) for k, v in (cond or {}).items()}
+        x0_batch = None if x0_start is None else x0_start[b0:b0 + len(idx)].to(device)
+        out.append(sample_one_batch(counter, idx, shape, sampler, ts, seed, callback=cb, x0_start=x0_batch,
+                                    device=device, **opts, **batch_cond))
         nfe_per_sample = counter.nfe
     if bar is not None:
         bar.close()
     if was_training:
         denoiser.train()
-    x = torch.cat(out).float()
+    x = torch.cat(out).float() if out else torch.empty((0, *shape), device=device)
+    if split_over_ranks:
+        x = distributed.gather_rows(x, n)
+        nfe_per_sample = int(distributed.all_max(torch.tensor([float(nfe_per_sample)], device=device)))
+    x = x.cpu()
     if nfe_per_sample == 0 and info.nfe_of_step(opts):
         raise RuntimeError("sampler made no network evaluations")
     return SampleResult(x, nfe_per_sample, time.perf_counter() - start, ts, traj if keep else {})

@@ -14,6 +14,12 @@ reports with :meth:`Session.after_step`::
             step += 1
             s.after_step(step, {"loss": loss}, extra={"lr": lr})
     seconds, checkpoint = s.seconds, s.checkpoint
+
+The terms may be tensors on the training device: they are summed there (in float64, as Python floats would
+be) and read back only at log steps, so the step itself never waits for the device.  Under torchrun
+(:mod:`difflab.distributed`) only rank 0 writes logs, pictures and checkpoints and shows the bar; the logged
+terms are averaged over the ranks, the ranks agree on when to stop (a minute budget, Ctrl-C) and on the
+budget fraction, and they wait for rank 0's last checkpoint before leaving.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .. import distributed
 from ..errors import DifflabError
 from .milestones import keep_milestone, milestones_due
 
@@ -156,8 +163,11 @@ class Session:
         self.checkpoint: Path | None = None
         self.interrupted = False
         self.seconds = 0.0
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, Any] = {}
         self._counts: dict[str, int] = {}
+        self._shown: dict[str, str] = {}                 # the bar's postfix for tensor terms: last logged values
+        self.main = distributed.is_main()
+        self._agreed_elapsed: float | None = None        # several ranks: the slowest rank's clock at this step
 
     # -- the budget -------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -170,17 +180,26 @@ class Session:
 
     def fraction(self, step: int) -> float:
         """How much of the budget is spent, in [0, 1]: steps done / steps or wall clock / minutes, whichever
-        is further."""
+        is further (several ranks: the clock all ranks agreed on in :meth:`running`, so they use one learning
+        rate)."""
+        elapsed = self.elapsed() if self._agreed_elapsed is None else self._agreed_elapsed
         return min(1.0, max(0.0 if self.cfg.steps is None else step / self.cfg.steps,
-                            0.0 if self.budget_s is None else self.elapsed() / self.budget_s))
+                            0.0 if self.budget_s is None else elapsed / self.budget_s))
 
     def running(self, step: int) -> bool:
-        """False once the budget is spent or Ctrl-C was pressed (then ``interrupted`` is set)."""
+        """False once the budget is spent or Ctrl-C was pressed (then ``interrupted`` is set).  Several ranks
+        decide together (one small all-reduce of the stop flag and the clock a step), so none is left waiting."""
         if self.cfg.steps is not None and step >= self.cfg.steps:
             return False
-        if self.budget_s is not None and self.elapsed() >= self.budget_s:
+        elapsed, hit = self.elapsed(), self._intr.hit
+        if distributed.world() > 1:
+            import torch
+            agreed = distributed.all_max(torch.tensor([elapsed, float(hit)], dtype=torch.float64)).tolist()
+            elapsed, hit = agreed[0], bool(agreed[1])
+            self._agreed_elapsed = elapsed
+        if self.budget_s is not None and elapsed >= self.budget_s:
             return False
-        self.interrupted = self._intr.hit
+        self.interrupted = hit
         return not self.interrupted
 
     @property
@@ -192,12 +211,13 @@ class Session:
         from ..progress import progress_bar
         self._intr = Interrupt().__enter__()
         self.out.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.out / "log.jsonl", "a")
+        self._log = open(self.out / "log.jsonl", "a") if self.main else None
+        shown = self.cfg.progress and self.main
         if self.budget_s is None:
             self.bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=self.desc, unit="step",
-                                    enabled=self.cfg.progress)
+                                    enabled=shown)
         else:
-            self.bar = progress_bar(total=int(self.budget_s), desc=self.desc, unit="s", enabled=self.cfg.progress,
+            self.bar = progress_bar(total=int(self.budget_s), desc=self.desc, unit="s", enabled=shown,
                                     bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
         self.start = self._last_ckpt = self._t_log = time.perf_counter()
         self._s_log = self.step
@@ -207,29 +227,36 @@ class Session:
         """A line beside the progress bar (a warning)."""
         self.bar.write(text, file=sys.stderr)
 
-    def after_step(self, step: int, terms: dict[str, float], extra: dict[str, Any] | None = None,
+    def after_step(self, step: int, terms: dict[str, Any], extra: dict[str, Any] | None = None,
                    postfix: dict[str, str] | None = None) -> None:
-        """Record step ``step`` (the count of steps done): each of ``terms`` is averaged, over the steps that
-        reported it, into the next log record; ``extra`` (learning rate, ...) is logged as it is at that step;
-        ``postfix`` is shown on the bar (default: the first term).  Pictures, checkpoints and milestones
-        follow."""
+        """Record step ``step`` (the count of steps done): each of ``terms`` (numbers, or 0-d tensors read only
+        at log steps) is averaged, over the steps that reported it, into the next log record (and over the
+        ranks); ``extra`` (learning rate, gradient norm, ...) is logged as it is at that step; ``postfix`` is
+        shown on the bar (default: the first term; a tensor term shows its last logged average).  Pictures,
+        checkpoints and milestones follow."""
         self.step = step
         for k, v in terms.items():
-            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+            v = v.detach().double() if hasattr(v, "detach") else float(v)  # float64 sums, as Python floats
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
             self._counts[k] = self._counts.get(k, 0) + 1
         now = time.perf_counter()
         if step % self.cfg.log_every == 0:
-            rec = {"step": step, **{k: self._sums[k] / self._counts[k] for k in self._sums}, **(extra or {}),
+            means = self._means()
+            extra = {k: float(v) if hasattr(v, "detach") else v for k, v in (extra or {}).items()}  # a tensor: now read
+            rec = {"step": step, **means, **extra,
                    "it_s": (step - self._s_log) / max(now - self._t_log, 1e-9), "elapsed_s": now - self.start}
             if self.on_log is not None:
                 self.on_log(rec)
-            self._log.write(json.dumps(rec) + "\n")
-            self._log.flush()
+            if self._log is not None:
+                self._log.write(json.dumps(rec) + "\n")
+                self._log.flush()
             self.history.append(rec)
+            self._shown = {k: f"{v:.4f}" for k, v in means.items()}
             self._sums, self._counts, self._t_log, self._s_log = {}, {}, now, step
         if postfix is None and terms:
             name, value = next(iter(terms.items()))
-            postfix = {name: f"{float(value):.4f}"}
+            text = self._shown.get(name, "") if hasattr(value, "detach") else f"{float(value):.4f}"
+            postfix = {name: text} if text else None
         self.bar.set_postfix(step=step, **(postfix or {}),
                              it_s=f"{(step - self.start_step) / max(now - self.start, 1e-9):.2f}", refresh=False)
         if self.budget_s is None:
@@ -237,21 +264,37 @@ class Session:
         else:
             self.bar.n = min(now - self.start, self.budget_s)
             self.bar.refresh()
-        if self.cfg.sample_every and step % self.cfg.sample_every == 0:
+        if self.cfg.sample_every and step % self.cfg.sample_every == 0 and self.main:
             self.picture(f"step_{step:07d}")
         due = milestones_due(self.milestones, self.fraction(step), self.kept)
-        if due > self.kept or now - self._last_ckpt >= 60.0 * self.cfg.ckpt_every_minutes:
+        if not self.main:
+            self.kept = due
+        elif due > self.kept or now - self._last_ckpt >= 60.0 * self.cfg.ckpt_every_minutes:
             self.checkpoint = self.save(step)
             self._last_ckpt = time.perf_counter()
             if due > self.kept:
                 keep_milestone(self.checkpoint)
                 self.kept = due
 
+    def _means(self) -> dict[str, float]:
+        """The log record's averages of the terms since the last log step (over the ranks, too): the one
+        place the summed tensors are read back from the device."""
+        import torch
+        names = list(self._sums)
+        if not names:
+            return {}
+        device = next((v.device for v in self._sums.values() if hasattr(v, "device")), "cpu")
+        means = torch.stack([torch.as_tensor(self._sums[k], dtype=torch.float64, device=device) / self._counts[k]
+                             for k in names])
+        return dict(zip(names, distributed.all_mean(means).tolist()))
+
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.bar.close()
         self.seconds = self.elapsed()
         try:
-            if exc_type is None:
+            if exc_type is None and not self.main:
+                distributed.barrier()   # rank 0 writes the last checkpoint and picture meanwhile
+            elif exc_type is None:
                 if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:07d}"):
                     self.checkpoint = self.save(self.step)
                 if not self.interrupted and self.milestones and self.milestones[-1] == 1.0 \
@@ -262,6 +305,8 @@ class Session:
                           f"continue with --resume")
                 else:
                     self.picture(f"step_{self.step:07d}")
+                distributed.barrier()
         finally:
-            self._log.close()
+            if self._log is not None:
+                self._log.close()
             self._intr.__exit__(exc_type, *exc)
