@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace) -> int:
+    from difflab.io import atomic_write_text
     sources = sorted(a.src.glob("[0-9][0-9]-*.py"))
     if a.only:
         want = [w.strip() for w in a.only.split(",") if w.strip()]
@@ -308,7 +309,12 @@ def _run(a: argparse.Namespace) -> int:
         return 2
     tut_out = a.out / "tutorials"
     res_path = tut_out / "results.json"
-    results: dict[str, Any] = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    # a run of all tutorials starts afresh; a partial run (--only) adds to the recorded ones of the same setting
+    results: dict[str, Any] = json.loads(res_path.read_text()) if a.only and res_path.is_file() else {}
+    if results and results.get("quick") != a.quick:
+        print(f"tutorials: {res_path} holds {'quick' if results.get('quick') else 'full'}-setting numbers; run all "
+              f"tutorials (without --only) to replace them, so the quiz never mixes the two", file=sys.stderr)
+        return 2
     total = time.perf_counter()
     try:
         for src in sources:
@@ -319,9 +325,9 @@ def _run(a: argparse.Namespace) -> int:
             results[f"{src.stem}.seconds"] = round(seconds, 1)
             for p in write_tutorial(runs, src.stem, tut_out, results, a.quick, seconds):
                 print(f"  wrote {p}", file=sys.stderr)
-        results["quick"] = a.quick
-        tut_out.mkdir(parents=True, exist_ok=True)
-        res_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            results["quick"] = a.quick   # saved after each tutorial: its page and its numbers agree on disk
+            tut_out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(res_path, json.dumps(results, indent=1, sort_keys=True) + "\n")
         for p in fill_templates(a.templates, a.out, results):
             print(f"  wrote {p}", file=sys.stderr)
     except TutorialError as e:

@@ -49,6 +49,23 @@ def test_resolve_device_names_and_refusals():
             resolve_device("mps")
 
 
+def test_cuda_names_are_checked_before_any_gpu_is_touched(monkeypatch):
+    """With two (pretended) GPUs: plain cuda takes the GPU of LOCAL_RANK, a bad index is one line, and an explicit
+    index under torchrun is refused (every rank would take the same GPU)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(DifflabError, match="bad device 'cuda:x'"):
+        resolve_device("cuda:x")
+    with pytest.raises(DifflabError, match="only 2 GPU"):
+        resolve_device("cuda:2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DifflabError, match="under torchrun give plain cuda"):
+        resolve_device("cuda:0")
+
+
 def test_sample_noise_is_drawn_on_the_cpu_and_moved():
     """Row i is torch.randn from the CPU generator seeded with sample_seed(seed, i), wherever it is delivered
     (the meta device stands in for an accelerator: it has shapes but no values)."""

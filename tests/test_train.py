@@ -114,3 +114,18 @@ def test_adam_betas_reach_the_optimizer_and_a_resume_uses_the_given_ones(tmp_pat
     for bad in [(0.9, 1.0), (-0.1, 0.9), (0.9,)]:
         with pytest.raises(DifflabError, match="Adam betas"):
             TrainConfig(steps=1, adam_betas=bad).check()
+
+
+def test_non_finite_training_stops_at_a_log_step_and_writes_no_checkpoint(tmp_path):
+    """Data with a NaN make the gradients NaN: no checkpoint of non-finite weights is written (a timed checkpoint
+    is due every step here), and training stops at the next log step with the step in the message."""
+    import pytest
+    import warnings
+    data = dl.load_dataset("digits", index_range="0:32")
+    data.x[:] = float("nan")
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match=r"loss became nan \(gradient norm nan\) by step 3"):
+        warnings.simplefilter("always")
+        dl.train(_den(), data, tmp_path / "r", steps=10, batch_size=4, progress=False, sample_every=0, log_every=3,
+                 ckpt_every_minutes=1e-9)
+    assert any("not written: the gradient norm is not finite" in str(w.message) for w in caught)
+    assert not list((tmp_path / "r").glob("checkpoints/step_*"))

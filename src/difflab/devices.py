@@ -39,7 +39,13 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise DifflabError("device cuda requested but this PyTorch sees no CUDA GPU (--device cpu or auto)")
-        index = int(text.split(":")[1]) if ":" in text else int(os.environ.get("LOCAL_RANK", 0))
+        if ":" in text and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise DifflabError(f"--device {text}: under torchrun give plain cuda (each process takes the GPU of its "
+                               f"LOCAL_RANK)")
+        try:
+            index = int(text.split(":")[1]) if ":" in text else int(os.environ.get("LOCAL_RANK", 0))
+        except ValueError:
+            raise DifflabError(f"bad device {text!r}: give cuda or cuda:N") from None
         if index >= torch.cuda.device_count():
             raise DifflabError(f"cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) are visible")
         return torch.device("cuda", index)

@@ -31,7 +31,8 @@ __all__ = ["init_from_env", "world", "rank", "is_main", "barrier", "block", "sha
 
 
 def init_from_env(device: torch.device) -> bool:
-    """Join the process group torchrun describes in the environment (``WORLD_SIZE`` > 1): NCCL when
+    """Join the process group torchrun describes in the environment (``WORLD_SIZE`` > 1): NCCL for CUDA
+    tensors (with gloo beside it for the small CPU tensors the session agrees on: clock, stop, Ctrl-C) when
     ``device`` is CUDA, gloo otherwise.  Returns whether this process is one of several."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() > 1
@@ -41,7 +42,7 @@ def init_from_env(device: torch.device) -> bool:
         raise DifflabError("WORLD_SIZE > 1 but this PyTorch has no torch.distributed")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     atexit.register(_leave)
     return dist.get_world_size() > 1
 

@@ -145,14 +145,14 @@ forward_points_figure(toy[:2000].float(), {k: schedules[k] for k in ("linear", "
                       [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0], figure("forward_points.png"))
 
 # %% [markdown]
-# At this sample size the chain cannot be told from the closed form: their distance is of the order of the
+# At this sample size the chain is hard to tell from the closed form: their distance is of the order of the
 # distance between two independent closed-form draws of the same size (at most {{chain_vs_closed_ratio:.2f}}
 # times it; both are sampling noise), and the chain's standard deviation is within {{chain_std_dev:.1%}} of the
 # exact sqrt(alpha_t^2 Var[x_0] + sigma_t^2) in every coordinate. This is what makes training cheap: to train at noise level t we never run the chain, we jump to x_t
 # in one step.
 
 # %% [markdown] lang=bg
-# При този размер на извадката веригата не може да се различи от затворената форма: разстоянието между тях е
+# При този размер на извадката веригата трудно се различава от затворената форма: разстоянието между тях е
 # от порядъка на разстоянието между две независими извадки със същия размер по затворената форма (най-много
 # {{chain_vs_closed_ratio:.2f}} пъти него; и двете са шум на извадката), а стандартното отклонение на веригата е
 # в рамките на {{chain_std_dev:.1%}} от точното sqrt(alpha_t^2 Var[x_0] + sigma_t^2) по всяка координата. Това прави обучението евтино: за да обучаваме при ниво на шума t, никога не изпълняваме

@@ -161,7 +161,8 @@ if (WORK / "compare" / "quality_vs_time.png").exists():
 # {{compare_diffusion_nfe:.0f}} NFE ({{compare_diffusion_seconds_per_image:.4f}} s an image), the GAN
 # {{compare_gan_fd_samples:.2f}} with 1 NFE ({{compare_gan_seconds_per_image:.5f}} s), the VAE
 # {{compare_vae_fd_samples:.2f}}. The difference in kind: the GAN is fast to sample but its game can collapse onto
-# a few modes (`train-gan` watches for it), the VAE is stable but blurry, the diffusion model is stable, covers the
+# a few modes (`train-gan` watches for it), the VAE (by its construction: a Gaussian decoder averages what it cannot tell apart) tends to be
+# stable but blurry, the diffusion model is stable, covers the
 # modes, and pays at sampling time. At the quick setting every model is undertrained and the ranking can change
 # with the budget; the full budget is in `benchmarks/diffusion_vs_gan.py` (BENCHMARKS.md).
 #
@@ -176,7 +177,8 @@ if (WORK / "compare" / "quality_vs_time.png").exists():
 # {{compare_diffusion_nfe:.0f}} NFE ({{compare_diffusion_seconds_per_image:.4f}} s на изображение), GAN
 # {{compare_gan_fd_samples:.2f}} с 1 NFE ({{compare_gan_seconds_per_image:.5f}} s), VAE
 # {{compare_vae_fd_samples:.2f}}. Разликата по същество: GAN семплира бързо, но играта му може да се свие до
-# няколко моди (`train-gan` следи за това), VAE е стабилен, но размазан, дифузионният модел е стабилен, покрива
+# няколко моди (`train-gan` следи за това), VAE (по построение: гаусовият декодер осреднява това, което не може да различи) обикновено е
+# стабилен, но размазан, дифузионният модел е стабилен, покрива
 # модите и плаща при семплирането. С бързата настройка всички модели са недообучени и класирането може да се
 # промени с бюджета; пълният бюджет е в `benchmarks/diffusion_vs_gan.py` (BENCHMARKS.md).
 #
@@ -207,8 +209,14 @@ def step_cost(size: int, batch: int, repeats: int) -> tuple[float, float]:
     x0 = torch.randn(batch, 1, size, size)
     saved = []
 
+    seen = set()
+
     def pack(t):
-        saved.append(t.numel() * t.element_size())
+        # activations only: parameters (saved for the backward of conv and linear layers) are not memory that
+        # grows with size and batch, and a tensor saved by several operations is one storage, counted once
+        if not isinstance(t, torch.nn.Parameter) and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            saved.append(t.untyped_storage().nbytes())
         return t
 
     def one_step(count: bool):

@@ -137,7 +137,8 @@ dl.save_grid(DiffusionGenerator(dl.load(WORK / "latent"), "ddim", 20).sample(64,
 # The pixel model diffuses {{latent_pixel_numbers}} numbers per image, the latent model {{latent_latent_numbers}}.
 # Measured here: training at {{latent_pixel_its:.1f}} against {{latent_latent_its:.1f}} steps a second, sampling
 # at {{latent_pixel_ms:.2f}} against {{latent_latent_ms:.2f}} ms an image (decoder included), FD
-# {{latent_pixel_fd:.2f}} against {{latent_latent_fd:.2f}}. The saving grows with the image: on MNIST with f = 4 the latent is 4x8x8 = 256 numbers
+# {{latent_pixel_fd:.2f}} against {{latent_latent_fd:.2f}}. The saving should grow with the image (measured here only on 8x8; the
+# arithmetic): on MNIST with f = 4 the latent is 4x8x8 = 256 numbers
 # instead of 784 pixels, and for 512x512 colour images Stable Diffusion's f = 8 latent is 48 times smaller.
 # Ignoring the latent space is the pitfall of paying pixel prices for detail an autoencoder carries cheaply; the
 # other side is that the autoencoder bounds the quality (its reconstruction error is the floor).
@@ -147,7 +148,8 @@ dl.save_grid(DiffusionGenerator(dl.load(WORK / "latent"), "ddim", 20).sample(64,
 # Пикселният модел дифузира {{latent_pixel_numbers}} числа на изображение, латентният {{latent_latent_numbers}}.
 # Измерено тук: обучение с {{latent_pixel_its:.1f}} срещу {{latent_latent_its:.1f}} стъпки в секунда,
 # семплиране с {{latent_pixel_ms:.2f}} срещу {{latent_latent_ms:.2f}} ms на изображение (с декодирането), FD
-# {{latent_pixel_fd:.2f}} срещу {{latent_latent_fd:.2f}}. Спестяването расте с изображението: при MNIST с f = 4 латентът е 4x8x8 = 256 числа
+# {{latent_pixel_fd:.2f}} срещу {{latent_latent_fd:.2f}}. Спестяването би трябвало да расте с изображението (тук е измерено само
+# при 8x8; аритметиката): при MNIST с f = 4 латентът е 4x8x8 = 256 числа
 # вместо 784 пиксела, а при цветни изображения 512x512 латентът с f = 8 на Stable Diffusion е 48 пъти по-малък.
 # Пренебрегването на латентното пространство е капанът да плащаш пикселни цени за детайл, който автоенкодерът
 # носи евтино; другата страна е, че автоенкодерът ограничава качеството (грешката му при реконструкция е долната
@@ -187,7 +189,8 @@ panels_figure({k: columns[k] for k in few}, figure("distill.png"), title="DDIM f
 # %% [markdown]
 # With one step the teacher's DDIM reaches FD {{distill_teacher1_fd:.2f}}, the distilled student
 # {{distill_student1_fd:.2f}}; the teacher with 20 steps {{distill_teacher20_fd:.2f}}. At the quick setting the
-# student has 300 training steps over its two rounds, too few to close much of the gap; the full budget gives it
+# student has 300 training steps over its two rounds: too few, it closes none of the gap (it is no better than the
+# one-step teacher); the full budget gives it
 # 4000 (`difflab distill RUN --method progressive --rounds 2 --steps 4000`). Consistency models and
 # reflow are the other routes (`difflab distill --method consistency|consistency_training|reflow`, README
 # "Few-step generation").
@@ -203,7 +206,8 @@ panels_figure({k: columns[k] for k in few}, figure("distill.png"), title="DDIM f
 # %% [markdown] lang=bg
 # С една стъпка DDIM на учителя достига FD {{distill_teacher1_fd:.2f}}, дестилираният ученик
 # {{distill_student1_fd:.2f}}; учителят с 20 стъпки {{distill_teacher20_fd:.2f}}. С бързата настройка ученикът
-# има 300 стъпки обучение в двата си кръга, твърде малко, за да намали много разликата; пълният бюджет му дава
+# има 300 стъпки обучение в двата си кръга: твърде малко, той не намалява разликата (не е по-добър от учителя с
+# една стъпка); пълният бюджет му дава
 # 4000 (`difflab distill RUN --method progressive --rounds 2 --steps 4000`). Моделите на консистентност и
 # reflow са другите пътища (`difflab distill --method consistency|consistency_training|reflow`, раздел
 # "Few-step generation" на README).

@@ -355,6 +355,14 @@ def _run_variant(cfg: dict[str, Any], v: Variant, task: _Task, folder: Path, bar
     return result
 
 
+def _wait_for_results(out: Path, variants: list, poll_seconds: float = 2.0) -> None:
+    """Rank 0 waits for the other ranks' variants by their ``result.json`` files, not by a collective: a variant
+    may train far longer than a process group's timeout (torchrun ends every rank if one fails)."""
+    import time
+    while not all((out / "variants" / v.id / "result.json").is_file() for v in variants):
+        time.sleep(poll_seconds)
+
+
 def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None, progress: bool = True,
               report: bool = True, device: str = "cpu") -> Path:
     """Run (or continue) a sweep and write its report; returns the output folder.  ``device``: where each
@@ -388,7 +396,8 @@ def run_sweep(config: str | Path | dict[str, Any], out: str | Path | None = None
         bar.write(f"{v.id}: {res['metric']} {q[res['metric']]:.4f} (floor {res['floor']:.4f}) "
                   f"after {res['stages'][-1]['steps']} steps, {res['stages'][-1]['train_seconds']:.0f}s")
     bar.close()
-    distributed.barrier()
+    if distributed.world() > 1 and distributed.is_main():
+        _wait_for_results(out, todo)
     if report and distributed.is_main():
         from .report import write_report
         write_report(out)

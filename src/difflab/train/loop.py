@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -195,7 +196,11 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         ddp = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         step_den = Denoiser(ddp, denoiser.schedule, denoiser.prediction, denoiser.clip_x0, denoiser.sigma_data)
 
-    def save(step: int) -> Path:
+    def save(step: int) -> Path | None:
+        if not bool(torch.isfinite(gnorm)):   # never replace a good checkpoint by non-finite weights; every rank
+            warnings.warn(f"checkpoint at step {step} not written: the gradient norm is not finite",  # raises at
+                          stacklevel=2)                                                            # its next log
+            return None
         return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt,
                                extra_state=training_state(gen, ema), training=train_info, keep=cfg.keep,
                                data_kind=data.kind, encoder=getattr(data, "encoder", None),
@@ -214,7 +219,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
         preview(kind, x, out / "samples" / f"{tag}.png", data=data.x if kind == data.kind else None, title=tag)
         net.train()
 
-    loss = torch.tensor(float("nan"))
+    loss, gnorm = torch.tensor(float("nan")), torch.zeros(())
     net.train()
     with Session(out, cfg, step, save, write_samples, "training", seconds_before, cfg.milestones) as session:
         while session.running(step):
@@ -250,9 +255,11 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             if session.main:
                 ema.update(net)
             step += 1
-            # read back from the device only at log steps: a non-finite loss makes every later one non-finite
-            if step % cfg.log_every == 0 and not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {loss.item()} by step {step}; lower the learning rate")
+            # read back from the device only at log steps: a non-finite loss makes every later one non-finite.  The
+            # gradient norm comes from the all-reduced gradients, so every rank sees the same value and stops together
+            if step % cfg.log_every == 0 and not (torch.isfinite(gnorm) and torch.isfinite(loss)):
+                raise RuntimeError(f"loss became {loss.item()} (gradient norm {float(gnorm)}) by step {step}; "
+                                   f"lower the learning rate")
             session.after_step(step, {"loss": loss.detach()}, extra={"lr": lr, "grad_norm": gnorm})
     return TrainResult(step, session.seconds, session.it_per_s, session.interrupted, session.checkpoint,
                        session.history, final_loss=float(loss.detach()), ema=ema_den.eval())

@@ -141,7 +141,7 @@ class Session:
     Args:
         cfg: has ``steps``, ``minutes``, ``log_every``, ``sample_every``, ``ckpt_every_minutes``, ``progress``.
         step: the step the run starts from (its checkpoint's, on a resume).
-        save: ``save(step) -> Path`` writes a checkpoint (it may read :attr:`total_seconds`).
+        save: ``save(step) -> Path`` writes a checkpoint (it may read :attr:`total_seconds`); None: it declined.
         picture: ``picture(tag)`` writes a picture of the model.
         seconds_before: training seconds of the earlier invocations of a resumed run.
         milestones: increasing fractions of the budget at which a checkpoint is also kept in ``RUN/milestones``.
@@ -270,11 +270,13 @@ class Session:
         if not self.main:
             self.kept = due
         elif due > self.kept or now - self._last_ckpt >= 60.0 * self.cfg.ckpt_every_minutes:
-            self.checkpoint = self.save(step)
+            written = self.save(step)   # None: the trainer refused to write (non-finite weights)
             self._last_ckpt = time.perf_counter()
-            if due > self.kept:
-                keep_milestone(self.checkpoint)
-                self.kept = due
+            if written is not None:
+                self.checkpoint = written
+                if due > self.kept:
+                    keep_milestone(written)
+                    self.kept = due
 
     def _means(self) -> dict[str, float]:
         """The log record's averages of the terms since the last log step (over the ranks, too): the one
@@ -296,9 +298,9 @@ class Session:
                 distributed.barrier()   # rank 0 writes the last checkpoint and picture meanwhile
             elif exc_type is None:
                 if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:07d}"):
-                    self.checkpoint = self.save(self.step)
+                    self.checkpoint = self.save(self.step) or self.checkpoint
                 if not self.interrupted and self.milestones and self.milestones[-1] == 1.0 \
-                        and self.kept < len(self.milestones):
+                        and self.kept < len(self.milestones) and self.checkpoint is not None:
                     keep_milestone(self.checkpoint)   # a minute budget ends just before its 1.0 milestone
                 if self.interrupted:
                     print(f"interrupted at step {self.step}; checkpoint saved to {self.checkpoint}; "
