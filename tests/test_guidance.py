@@ -125,20 +125,25 @@ def test_guidance_refuses_what_does_not_apply():
         ClassifierFreeGuidance(mix, 2.0)(torch.zeros(2, 2), 0.5)
 
 
+def _gaussian_4d():
+    """The exact denoiser of a 4-D Gaussian N(mu, cov) on the cosine schedule, and the values of its first two
+    dimensions that the inpainting tests keep."""
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64) * 0.5
+    cov = A @ A.T + 0.05 * torch.eye(4, dtype=torch.float64)
+    mu = torch.tensor([0.3, -0.2, 0.1, 0.5], dtype=torch.float64)
+    den = dl.GaussianDenoiser(dl.get_schedule("cosine", T=1000), mu, cov)
+    den.data_shape = (4,)
+    return den, mu, cov, torch.tensor([0.8, -0.6], dtype=torch.float64)
+
+
 def test_inpainting_matches_the_exact_conditional_gaussian():
     """Gaussian data in 4-D with dimensions 0-1 known: the exact conditional is N(mu_u + S_uk S_kk^-1 (x_k - mu_k),
     S_uu - S_uk S_kk^-1 S_ku).  The Tweedie posterior rule is exact for Gaussian data: 4000 samples (DPM-Solver++
     30 steps) match its mean within 0.04 (3.5 standard errors) and covariance within 0.04; the known pixels come
     out as given.  Plain replacement (projection) is biased: it conditions on the noisy known pixels of x_t, not
     on the clean ones (measured mean error 0.33)."""
-    sch = dl.get_schedule("cosine", T=1000)
-    g = torch.Generator().manual_seed(3)
-    A = torch.randn(4, 4, generator=g, dtype=torch.float64) * 0.5
-    cov = A @ A.T + 0.05 * torch.eye(4, dtype=torch.float64)
-    mu = torch.tensor([0.3, -0.2, 0.1, 0.5], dtype=torch.float64)
-    den = dl.GaussianDenoiser(sch, mu, cov)
-    den.data_shape = (4,)
-    known = torch.tensor([0.8, -0.6], dtype=torch.float64)
+    den, mu, cov, known = _gaussian_4d()
     s_kk, s_uk, s_uu = cov[:2, :2], cov[2:, :2], cov[2:, 2:]
     mean = mu[2:] + s_uk @ torch.linalg.solve(s_kk, known - mu[:2])
     c = s_uu - s_uk @ torch.linalg.solve(s_kk, s_uk.T)
@@ -157,14 +162,7 @@ def test_inpainting_matches_the_exact_conditional_gaussian():
 def test_repaint_resampling_reduces_the_bias_of_replacement():
     """RePaint's resampling (the repaint sampler) moves plain replacement towards the exact conditional mean:
     on the same 4-D Gaussian, 8 passes per step over 40 steps leave under half the error of one pass."""
-    sch = dl.get_schedule("cosine", T=1000)
-    g = torch.Generator().manual_seed(3)
-    A = torch.randn(4, 4, generator=g, dtype=torch.float64) * 0.5
-    cov = A @ A.T + 0.05 * torch.eye(4, dtype=torch.float64)
-    mu = torch.tensor([0.3, -0.2, 0.1, 0.5], dtype=torch.float64)
-    den = dl.GaussianDenoiser(sch, mu, cov)
-    den.data_shape = (4,)
-    known = torch.tensor([0.8, -0.6], dtype=torch.float64)
+    den, mu, cov, known = _gaussian_4d()
     mean = mu[2:] + cov[2:, :2] @ torch.linalg.solve(cov[:2, :2], known - mu[:2])
     images = torch.zeros(400, 4)
     images[:, :2] = known.float()
