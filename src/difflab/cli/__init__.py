@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..devices import keep_freed_cpu_memory
 from ..errors import DifflabError
 from . import (compare, demo, distill, eval, explore, export, forward, img2img, inpaint, latent_figures, likelihood,
                sample, samplers, schedules, superres, sweep, train, train_autoencoder, train_classifier, train_gan)
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_cpu_memory()
     try:
         return int(args.fn(args) or 0)
     except DifflabError as e:
