@@ -1,0 +1,47 @@
+"""``benchmarks/fidelity.py --quick``: a run with milestones, every setting scored on the selection seed, the
+chosen one and DDIM-50 drawn again on the reported seed, guided settings within 50 NFE, and a rerun that
+skips finished phases."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("fidelity_benchmark", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys):
+    bench = _load()
+    args = ["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "1,2"]
+    assert bench.main(args) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())["budgets"]["10"]
+    assert s["train"]["steps"] == 20 and "--milestones" in s["train"]["args"]
+    assert len(list((tmp_path / "B10" / "run" / "milestones").glob("step_*"))) == 1
+    assert set(s["selection"]) == {"ddim-50", "ddim-25", "sde-50", "ag0.3-1", "ag0.3-2"}
+    assert all(q["seed"] == 100 for q in s["selection"].values())
+    assert set(s["reported"]) == {"ddim-50", s["chosen"]} and all(q["seed"] == 0 for q in s["reported"].values())
+    # quick mode: 2 sampler steps; autoguidance at w = 1 is the model alone (1 NFE a step), above 1 both models
+    assert s["selection"]["ag0.3-1"]["nfe"] == 2 and s["selection"]["ag0.3-2"]["nfe"] == 4
+    q = s["reported"]["ddim-50"]
+    assert q["precision_vs_floor"] == pytest.approx(q["precision_samples"] / q["precision_floor"])
+    assert set(s["target"]["checks"]) >= {"precision >= 0.9 x floor", "recall >= 0.8 x floor"}
+    assert (tmp_path / "B10" / "grid_ddim-50.png").stat().st_size > 500
+    capsys.readouterr()
+    assert bench.main(args) == 0           # every phase recorded: none rerun
+    assert "[run ]" not in capsys.readouterr().out
+
+
+def test_acceptable_needs_recall_balance_and_no_copying():
+    bench = _load()
+    good = {"recall_vs_floor": 0.85, "class_entropy": 2.29, "nearest_train_ratio": 1.1}
+    assert bench.acceptable(good)
+    assert not bench.acceptable({**good, "recall_vs_floor": 0.7})
+    assert not bench.acceptable({**good, "class_entropy": 2.2})
+    assert not bench.acceptable({**good, "nearest_train_ratio": 0.8})
