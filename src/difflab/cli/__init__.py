@@ -14,10 +14,11 @@ from typing import Sequence
 from ..devices import keep_freed_cpu_memory
 from ..errors import DifflabError
 from . import (compare, demo, distill, eval, explore, export, forward, img2img, inpaint, latent_figures, likelihood,
-               sample, samplers, schedules, superres, sweep, train, train_autoencoder, train_classifier, train_gan)
+               posthoc_ema, sample, samplers, schedules, superres, sweep, train, train_autoencoder, train_classifier,
+               train_gan)
 
 COMMANDS = [train, sample, inpaint, img2img, superres, eval, likelihood, sweep, train_classifier, train_autoencoder,
-            latent_figures, train_gan, compare, explore, export, forward, schedules, samplers, demo, distill]
+            latent_figures, train_gan, compare, explore, export, forward, schedules, samplers, demo, distill, posthoc_ema]
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 

@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after warm-up: constant, or cosine (decay to 0 over the steps/minutes budget)")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--posthoc-ema", metavar="S,S", help="also keep power-function EMAs of these relative lengths "
+                   "(e.g. 0.05,0.1), saved every --posthoc-every steps, for difflab posthoc-ema after training")
+    p.add_argument("--posthoc-every", type=int, default=100, help="steps between post-hoc EMA snapshots")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
     p.add_argument("--channels-last", action="store_true",
                    help="image batches and convolutions in channels-last (NHWC) layout (faster on GPUs)")
@@ -114,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
                       warmup=args.warmup, lr_schedule=args.lr_schedule,
                       grad_clip=args.grad_clip, ema_decay=args.ema_decay, bf16=args.bf16,
+                      posthoc_ema=tuple(floats(args.posthoc_ema)) if args.posthoc_ema else (),
+                      posthoc_every=args.posthoc_every,
                       device=str(device), channels_last=args.channels_last,
                       weighting=args.weighting or ("flow" if den.schedule.name == "flow" else "min_snr"),
                       t_proposal=args.t_proposal, t_logit_mean=args.t_logit_mean, t_logit_std=args.t_logit_std,

@@ -42,6 +42,7 @@ from ..losses import WEIGHTINGS, denoising_loss
 from ..process.proposals import T_PROPOSALS, propose_t
 from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
+from .posthoc_ema import PowerEMA, save_snapshot, sigma_rel_to_gamma
 from .session import LR_SCHEDULES, LoopConfig, RunResult, Session, with_overrides
 
 __all__ = ["TrainConfig", "TrainResult", "Objective", "lr_at", "train", "LR_SCHEDULES"]
@@ -52,6 +53,8 @@ class TrainConfig(LoopConfig):
 
     weight_decay: float = 0.0
     ema_decay: float = 0.999
+    posthoc_ema: tuple[float, ...] = ()  # relative lengths of power-function EMAs saved for post-hoc EMA (0.05, 0.1)
+    posthoc_every: int = 100          # steps between their snapshots (RUN/posthoc_ema)
     weighting: str = "min_snr"        # min(SNR, 5) in x0 space (Hang et al. 2023)
     min_snr_gamma: float = 5.0
     t_proposal: str = "uniform"       # or "logit_normal" (Esser et al. 2024) with the two fields below
@@ -68,6 +71,10 @@ class TrainConfig(LoopConfig):
         super().check()
         if not 0 <= self.ema_decay < 1:
             raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        for s in self.posthoc_ema:
+            sigma_rel_to_gamma(s)     # refuses lengths outside (0, 1/sqrt(12)]
+        if self.posthoc_every < 1:
+            raise DifflabError(f"posthoc_every must be >= 1 step, got {self.posthoc_every}")
         if not 0 <= self.cond_drop < 1:
             raise DifflabError(f"label dropout (cond_drop) must be in [0, 1), got {self.cond_drop}")
         if self.weighting not in WEIGHTINGS:
@@ -95,6 +102,27 @@ class Objective(Protocol):
                  progress: float, **cond: Any) -> Tensor: ...
 
     def config(self) -> dict[str, Any]: ...
+
+
+def power_ema_state(power_emas: list[PowerEMA]) -> dict[str, Tensor]:
+    """The power EMAs' weights for the checkpoint's training state (their count is the step)."""
+    return {f"posthoc_ema.{pe.sigma_rel:.4f}.{k}": v for pe in power_emas for k, v in pe.model.state_dict().items()}
+
+
+def restore_power_emas(ck: Any, power_emas: list[PowerEMA], step: int) -> None:
+    """Put the power EMAs back from a checkpoint's training state; a run resumed with other lengths than it
+    was trained with is refused (their averages would not start at step 0)."""
+    saved = tuple(ck.config.get("training", {}).get("posthoc_ema", ()))
+    if tuple(round(s, 4) for s in saved) != tuple(round(pe.sigma_rel, 4) for pe in power_emas):
+        raise DifflabError(f"cannot resume with --posthoc-ema {','.join(f'{pe.sigma_rel:g}' for pe in power_emas) or 'off'}: "
+                           f"the run was trained with {','.join(f'{s:g}' for s in saved) or 'none'}")
+    if not power_emas:
+        return
+    state = ck.tensors("train_state.safetensors")
+    for pe in power_emas:
+        prefix = f"posthoc_ema.{pe.sigma_rel:.4f}."
+        pe.model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        pe.t = step
 
 
 def lr_at(cfg: LoopConfig, step: int, progress: float = 0.0) -> float:
@@ -156,6 +184,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     fused = all(p.device.type in ("cpu", "cuda") for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
     ema = EMA(net, cfg.ema_decay)
+    power_emas = [PowerEMA(net, s) for s in cfg.posthoc_ema]   # post-hoc EMA (Karras et al. 2024)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(distributed.rank_seed(cfg.seed))
     step, seconds_before = 0, 0.0
@@ -165,6 +194,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
         check_same_encoder(ck.config, getattr(data, "encoder", None), f"checkpoint {ck.path}")
         step = ck.restore_training(net, ema, opt, gen)
+        restore_power_emas(ck, power_emas, step)
         seconds_before = float(ck.config.get("training_seconds", 0.0))
         if several and not distributed.is_main():   # rank 0's dropout stream was restored; the others re-derive
             torch.manual_seed(distributed.rank_seed(cfg.seed + step))
@@ -202,7 +232,8 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                           stacklevel=2)                                                            # its next log
             return None
         return save_checkpoint(out, denoiser, shape, step, ema=ema.model, optimizer=opt,
-                               extra_state=training_state(gen, ema), training=train_info, keep=cfg.keep,
+                               extra_state={**training_state(gen, ema), **power_ema_state(power_emas)},
+                               training=train_info, keep=cfg.keep,
                                data_kind=data.kind, encoder=getattr(data, "encoder", None),
                                training_seconds=session.total_seconds)
 
@@ -254,6 +285,10 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             opt.step()
             if session.main:
                 ema.update(net)
+                for pe in power_emas:
+                    pe.update(net)
+                    if (step + 1) % cfg.posthoc_every == 0:
+                        save_snapshot(out, pe)
             step += 1
             # read back from the device only at log steps: a non-finite loss makes every later one non-finite.  The
             # gradient norm comes from the all-reduced gradients, so every rank sees the same value and stops together
@@ -261,5 +296,8 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                 raise RuntimeError(f"loss became {loss.item()} (gradient norm {float(gnorm)}) by step {step}; "
                                    f"lower the learning rate")
             session.after_step(step, {"loss": loss.detach()}, extra={"lr": lr, "grad_norm": gnorm})
+    if session.main and step % cfg.posthoc_every:   # the power EMAs where the run stopped, too
+        for pe in power_emas:
+            save_snapshot(out, pe)
     return TrainResult(step, session.seconds, session.it_per_s, session.interrupted, session.checkpoint,
                        session.history, final_loss=float(loss.detach()), ema=ema_den.eval())
