@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -87,6 +88,8 @@ def phase_train(a, work: Path, budget: float) -> dict:
         args += ["--channels", "8,16", "--sample-every", "0"]
     if a.no_progress:
         args.append("--no-progress")
+    if run.exists():   # a run interrupted before its phase was recorded: start it afresh (milestones included)
+        shutil.rmtree(run)
     t0 = time.perf_counter()
     if cli(args) != 0:
         raise SystemExit(f"difflab {' '.join(args)} failed")
@@ -97,7 +100,8 @@ def phase_classifier(a, work: Path) -> dict:
     from difflab.metrics import save_classifier, train_classifier
     data = _data(a, "train")
     net = train_classifier(data.x, data.labels, steps=30 if a.quick else 1500, seed=0, progress=not a.no_progress)
-    save_classifier(net, work / "classifier", {"data": "digits" if a.quick else "mnist", "range": "0:8000"})
+    save_classifier(net, work / "classifier", {"data": "digits" if a.quick else "mnist",
+                                               "range": "0:1500" if a.quick else "0:8000"})
     return {"classifier": str(work / "classifier")}
 
 

@@ -19,7 +19,7 @@ parameter count; each its own AdamW settings:
   AdamW (betas (0.95, 0.999), weight decay 1e-6, eps 1e-8), fused as difflab's is (a torch flag either
   side can set; the recipe itself does not set it);
   (24, 24, 48) channels give 0.66M parameters (-4%).
-* **difflab recipe on the diffusers network** (``--same-network``, on by default): difflab's trainer and
+* **difflab recipe on the diffusers network**: difflab's trainer and
   recipe on a difflab UNet built from that ``UNet2DModel``'s config, starting from the very same initial
   weights (loaded name by name through :mod:`difflab.interop.diffusers`; the phase checks that both give
   the same output before training).  Against the diffusers row it isolates trainer and recipe; against
@@ -57,6 +57,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
 BATCH, LR, WARMUP, CLIP, EMA_DECAY = 64, 2e-3, 200, 1.0, 0.999
 LR_SCHEDULE = "cosine"  # the recipe's default --lr_scheduler, decayed over the wall-clock budget
 DIFFUSERS_CHANNELS = (24, 24, 48)
+VERSION = 2   # of the phases and their records: a work folder of another version is refused
 QUICK = dict(steps=3, train_range="0:256", ref_range="8000:8064", n=16, sampler_steps=2, ddpm_steps=4,
              classifier_steps=20)
 # the recipe's AdamW defaults (--adam_beta1/2, --adam_weight_decay, --adam_epsilon); difflab uses its own
@@ -450,10 +451,19 @@ def main(argv=None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     if a.phase:  # child process
+        from difflab.devices import keep_freed_cpu_memory
+        keep_freed_cpu_memory()
         res = run_phase(a, work, a.phase)
         (work / f"{a.phase.replace(':', '_')}.json").write_text(json.dumps(res, indent=1))
         return 0
-    (work / "args.json").write_text(json.dumps(vars(a), indent=1))
+    old = json.loads((work / "args.json").read_text()) if (work / "args.json").is_file() else None
+    if old is not None and old.get("version") != VERSION:
+        print(f"{work} holds phases of another version of this benchmark (version {old.get('version', 1)}, this is "
+              f"{VERSION}); use a new --work folder", file=sys.stderr)
+        return 2
+    from difflab.devices import keep_freed_cpu_memory
+    keep_freed_cpu_memory()   # the same allocator setting for every phase (difflab's sessions set it too)
+    (work / "args.json").write_text(json.dumps({**vars(a), "version": VERSION}, indent=1))
     for group in (lambda: phases(a), lambda: seed_phases(a, work)):  # the seed phases need eval.json
         for name in group():
             if (work / f"{name.replace(':', '_')}.json").is_file():

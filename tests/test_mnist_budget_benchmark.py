@@ -29,6 +29,10 @@ def test_quick_mode_chooses_on_one_seed_and_reports_on_others(tmp_path, capsys):
     # the same network: difflab's trainer started from the diffusers network's initial weights, which it reproduced
     assert ph["train_samenet"]["params"] == ph["train_diffusers"]["params"] != ph["train_difflab"]["params"]
     assert ph["train_samenet"]["init_max_gap"] < 1e-4
+    import difflab as dl
+    net = dl.load(str(tmp_path / "samenet")).net.config   # the diffusers recipe's network, as a difflab UNet
+    assert net["channels"] == list(bench.DIFFUSERS_CHANNELS) and net["layers_per_block"] == 2
+    assert dl.load(str(tmp_path / "difflab")).net.config["layers_per_block"] == 1
     assert all(ph[f"train_{side}"]["steps"] == 3 for side in bench.SIDES)
     flops = ph["flops"]["step_flops"]       # one network, counted through both implementations: the same FLOPs
     assert flops["samenet"] == pytest.approx(flops["diffusers"], rel=0.01) and flops["difflab"] > 0
@@ -48,6 +52,12 @@ def test_quick_mode_chooses_on_one_seed_and_reports_on_others(tmp_path, capsys):
     capsys.readouterr()
     assert bench.main(args) == 0          # every phase recorded: none rerun
     assert "[run ]" not in capsys.readouterr().out
+
+
+def test_a_work_folder_of_the_old_version_is_refused(tmp_path, capsys):
+    (tmp_path / "args.json").write_text(json.dumps({"n": 1000}))   # version 1 wrote no version
+    assert _load().main(["--quick", "--work", str(tmp_path)]) == 2
+    assert "another version" in capsys.readouterr().err
 
 
 def test_selection_seed_must_not_be_reported(tmp_path):

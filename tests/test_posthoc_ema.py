@@ -13,7 +13,7 @@ from difflab.cli import main
 from difflab.errors import DifflabError
 from difflab.io import load_tensors
 from difflab.train.posthoc_ema import (PowerEMA, gamma_to_sigma_rel, list_snapshots, profile_inner, reconstruct,
-                                       save_snapshot, sigma_rel_to_gamma, solve_coefficients)
+                                       save_snapshot, sigma_rel_to_gamma, snapshot_path, solve_coefficients)
 
 _trapz = getattr(np, "trapezoid", None) or np.trapz   # numpy < 2 has only trapz
 
@@ -115,8 +115,8 @@ def test_unreachable_lengths_and_missing_steps_are_refused(tmp_path):
 def test_solve_coefficients_reproduces_a_saved_profile():
     """A target equal to one saved profile gets coefficient 1 on it and 0 elsewhere."""
     snaps = [(t, g) for t in (100, 200, 300) for g in (sigma_rel_to_gamma(0.05), sigma_rel_to_gamma(0.1))]
-    x = solve_coefficients(snaps, 300, sigma_rel_to_gamma(0.1))
-    assert x == pytest.approx([0, 0, 0, 0, 0, 1], abs=1e-6)
+    x, error = solve_coefficients(snaps, 300, sigma_rel_to_gamma(0.1))
+    assert x == pytest.approx([0, 0, 0, 0, 0, 1], abs=1e-6) and error < 1e-6
 
 
 # -- the trainer and the CLI ------------------------------------------------------------------------------
@@ -145,6 +145,21 @@ def test_training_saves_snapshots_and_resumes_them_exactly(tmp_path):
         _train(tmp_path / "split", 25, resume=True, posthoc=(0.05,))
 
 
+def test_snapshots_of_abandoned_steps_and_earlier_runs_are_not_mixed_in(tmp_path):
+    """Snapshots written after the last checkpoint (an interrupted invocation) are dropped on resume; a new run
+    into a folder holding another run's snapshots is refused; equal lengths are refused."""
+    run = tmp_path / "run"
+    _train(run, 10)
+    stale = snapshot_path(run, 0.05, 15)
+    stale.write_bytes(snapshot_path(run, 0.05, 10).read_bytes())   # as if written at 15, then killed before a save
+    _train(run, 12, resume=True)
+    assert not stale.exists() and {t for _, t, _ in list_snapshots(run)} == {5, 10, 12}
+    with pytest.raises(DifflabError, match="earlier run"):
+        _train(run, 10)
+    with pytest.raises(DifflabError, match="must differ"):
+        _train(tmp_path / "other", 10, posthoc=(0.05, 0.05))
+
+
 def test_cli_writes_a_checkpoint_of_the_reconstructed_ema(tmp_path, capsys):
     run = tmp_path / "run"
     _train(run, 20)
@@ -156,5 +171,7 @@ def test_cli_writes_a_checkpoint_of_the_reconstructed_ema(tmp_path, capsys):
     capsys.readouterr()
     assert main(["posthoc-ema", str(run), "--sigma-rel", "0.9", "--out", str(tmp_path / "x")]) == 2
     assert main(["posthoc-ema", str(tmp_path / "ema07"), "--sigma-rel", "0.07", "--out", str(tmp_path / "y")]) == 2
+    assert main(["posthoc-ema", str(run), "--sigma-rel", "0.07", "--out", str(run / "ema")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "sigma_rel" in err[0] and "no post-hoc EMA snapshots" in err[1]
+    assert len(err) == 3 and "sigma_rel" in err[0] and "no post-hoc EMA snapshots" in err[1] and "inside" in err[2]
+    assert dl.load_checkpoint(str(run)).config.get("optimizer_param_groups")   # the run's own checkpoint intact

@@ -18,8 +18,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import DifflabError
     from ..train import load_checkpoint, save_checkpoint
     from ..train.posthoc_ema import reconstruct
+    run, out = Path(args.run).resolve(), Path(args.out).resolve()
+    if out == run or run in out.parents:
+        raise DifflabError(f"--out {args.out} is inside the run {args.run}: its checkpoint would replace the run's "
+                           f"own; write it elsewhere")
     ck = load_checkpoint(args.run)
     state, report = reconstruct(args.run, args.sigma_rel, args.step)
     den = ck.denoiser("model")

@@ -42,7 +42,8 @@ from ..losses import WEIGHTINGS, denoising_loss
 from ..process.proposals import T_PROPOSALS, propose_t
 from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
-from .posthoc_ema import PowerEMA, save_snapshot, sigma_rel_to_gamma
+from .posthoc_ema import (PowerEMA, check_fresh_run, drop_snapshots_after, power_ema_state, restore_power_emas,
+                          save_snapshot, sigma_rel_to_gamma)
 from .session import LR_SCHEDULES, LoopConfig, RunResult, Session, with_overrides
 
 __all__ = ["TrainConfig", "TrainResult", "Objective", "lr_at", "train", "LR_SCHEDULES"]
@@ -73,6 +74,8 @@ class TrainConfig(LoopConfig):
             raise DifflabError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         for s in self.posthoc_ema:
             sigma_rel_to_gamma(s)     # refuses lengths outside (0, 1/sqrt(12)]
+        if len({round(s, 4) for s in self.posthoc_ema}) != len(self.posthoc_ema):
+            raise DifflabError(f"post-hoc EMA lengths must differ (to 4 decimals), got {list(self.posthoc_ema)}")
         if self.posthoc_every < 1:
             raise DifflabError(f"posthoc_every must be >= 1 step, got {self.posthoc_every}")
         if not 0 <= self.cond_drop < 1:
@@ -102,27 +105,6 @@ class Objective(Protocol):
                  progress: float, **cond: Any) -> Tensor: ...
 
     def config(self) -> dict[str, Any]: ...
-
-
-def power_ema_state(power_emas: list[PowerEMA]) -> dict[str, Tensor]:
-    """The power EMAs' weights for the checkpoint's training state (their count is the step)."""
-    return {f"posthoc_ema.{pe.sigma_rel:.4f}.{k}": v for pe in power_emas for k, v in pe.model.state_dict().items()}
-
-
-def restore_power_emas(ck: Any, power_emas: list[PowerEMA], step: int) -> None:
-    """Put the power EMAs back from a checkpoint's training state; a run resumed with other lengths than it
-    was trained with is refused (their averages would not start at step 0)."""
-    saved = tuple(ck.config.get("training", {}).get("posthoc_ema", ()))
-    if tuple(round(s, 4) for s in saved) != tuple(round(pe.sigma_rel, 4) for pe in power_emas):
-        raise DifflabError(f"cannot resume with --posthoc-ema {','.join(f'{pe.sigma_rel:g}' for pe in power_emas) or 'off'}: "
-                           f"the run was trained with {','.join(f'{s:g}' for s in saved) or 'none'}")
-    if not power_emas:
-        return
-    state = ck.tensors("train_state.safetensors")
-    for pe in power_emas:
-        prefix = f"posthoc_ema.{pe.sigma_rel:.4f}."
-        pe.model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        pe.t = step
 
 
 def lr_at(cfg: LoopConfig, step: int, progress: float = 0.0) -> float:
@@ -194,12 +176,17 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
             raise DifflabError(f"cannot resume: checkpoint data shape {ck.config['data_shape']} != data {list(shape)}")
         check_same_encoder(ck.config, getattr(data, "encoder", None), f"checkpoint {ck.path}")
         step = ck.restore_training(net, ema, opt, gen)
-        restore_power_emas(ck, power_emas, step)
+        restore_power_emas(ck.config.get("training", {}), ck.tensors("train_state.safetensors") if power_emas
+                           else {}, power_emas, step)
+        if power_emas and distributed.is_main():
+            drop_snapshots_after(out, step)     # written after the last checkpoint by the interrupted invocation
         seconds_before = float(ck.config.get("training_seconds", 0.0))
         if several and not distributed.is_main():   # rank 0's dropout stream was restored; the others re-derive
             torch.manual_seed(distributed.rank_seed(cfg.seed + step))
         if distributed.is_main():
             print(f"resumed from {ck.path} at step {step}")
+    if power_emas and not resume and distributed.is_main():
+        check_fresh_run(out)
     if cfg.steps is not None and step >= cfg.steps:
         raise DifflabError(f"run {out} is already at step {step} >= steps={cfg.steps}; raise --steps to continue")
 
@@ -287,7 +274,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                 ema.update(net)
                 for pe in power_emas:
                     pe.update(net)
-                    if (step + 1) % cfg.posthoc_every == 0:
+                    if (step + 1) % cfg.posthoc_every == 0 and bool(torch.isfinite(gnorm)):  # as checkpoints
                         save_snapshot(out, pe)
             step += 1
             # read back from the device only at log steps: a non-finite loss makes every later one non-finite.  The
@@ -296,7 +283,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
                 raise RuntimeError(f"loss became {loss.item()} (gradient norm {float(gnorm)}) by step {step}; "
                                    f"lower the learning rate")
             session.after_step(step, {"loss": loss.detach()}, extra={"lr": lr, "grad_norm": gnorm})
-    if session.main and step % cfg.posthoc_every:   # the power EMAs where the run stopped, too
+    if session.main and step % cfg.posthoc_every and bool(torch.isfinite(gnorm)):   # where the run stopped, too
         for pe in power_emas:
             save_snapshot(out, pe)
     return TrainResult(step, session.seconds, session.it_per_s, session.interrupted, session.checkpoint,

@@ -20,11 +20,11 @@ So one run gives the EMA of every length, chosen after training.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +32,11 @@ from torch import nn
 
 from ..errors import DifflabError
 from ..io import load_tensors, save_tensors
+from .ema import EMA
 
 __all__ = ["sigma_rel_to_gamma", "gamma_to_sigma_rel", "PowerEMA", "profile_inner", "solve_coefficients",
-           "snapshot_path", "list_snapshots", "reconstruct"]
+           "snapshot_path", "list_snapshots", "reconstruct", "power_ema_state", "restore_power_emas",
+           "check_fresh_run", "drop_snapshots_after"]
 
 SNAPSHOT_DIR = "posthoc_ema"
 SIGMA_REL_MAX = 1 / math.sqrt(12)     # gamma = 0: the uniform average
@@ -62,25 +64,21 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     return float(max(max(r.real for r in roots if abs(r.imag) < 1e-7), 0.0))
 
 
-class PowerEMA:
-    """The power-function EMA of ``model``'s parameters (buffers copied), for ``sigma_rel``; ``t`` counts the
-    updates (one per optimisation step from the start of the run)."""
+class PowerEMA(EMA):
+    """The power-function EMA of ``model``'s parameters (buffers copied), for ``sigma_rel``: :class:`EMA` with
+    the decay :math:`\beta_t = (1 - 1/t)^{\gamma+1}` of update ``t`` (one per optimisation step from the start
+    of the run; ``t`` is the number of updates done)."""
 
     def __init__(self, model: nn.Module, sigma_rel: float):
+        super().__init__(model, 0.0, warmup=False)
         self.sigma_rel, self.gamma = sigma_rel, sigma_rel_to_gamma(sigma_rel)
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.t = 0
 
-    def beta(self, t: int) -> float:
-        return (1.0 - 1.0 / t) ** (self.gamma + 1.0)
+    @property
+    def t(self) -> int:
+        return self.updates
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.t += 1
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()],
-                             1.0 - self.beta(self.t))
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+    def current_decay(self) -> float:
+        return (1.0 - 1.0 / (self.updates + 1)) ** (self.gamma + 1.0)
 
 
 def profile_inner(t_i: np.ndarray, g_i: np.ndarray, t_j: np.ndarray, g_j: np.ndarray) -> np.ndarray:
@@ -94,14 +92,17 @@ def profile_inner(t_i: np.ndarray, g_i: np.ndarray, t_j: np.ndarray, g_j: np.nda
     return np.exp(log)
 
 
-def solve_coefficients(snapshots: list[tuple[int, float]], t_r: int, gamma_r: float) -> np.ndarray:
-    """Least-squares coefficients of the saved profiles ``(t_i, gamma_i)`` for the target ``(t_r, gamma_r)``."""
+def solve_coefficients(snapshots: list[tuple[int, float]], t_r: int, gamma_r: float) -> tuple[np.ndarray, float]:
+    """Least-squares coefficients of the saved profiles ``(t_i, gamma_i)`` for the target ``(t_r, gamma_r)``,
+    and the relative L2 error of the fit, :math:`\lVert\sum_i x_i p_i - p_r\rVert / \lVert p_r\rVert`
+    (:math:`x^\top A x - 2 x^\top b + \langle p_r, p_r\rangle` under the root)."""
     t = np.array([s[0] for s in snapshots], dtype=np.float64)
     g = np.array([s[1] for s in snapshots], dtype=np.float64)
     a = profile_inner(t[:, None], g[:, None], t[None, :], g[None, :])
     b = profile_inner(t, g, np.full_like(t, t_r), np.full_like(g, gamma_r))
     x, *_ = np.linalg.lstsq(a, b, rcond=None)
-    return x
+    rr = float(profile_inner(t_r, gamma_r, t_r, gamma_r))
+    return x, math.sqrt(max(float(x @ a @ x - 2 * x @ b + rr), 0.0) / rr)
 
 
 def snapshot_path(run_dir: str | os.PathLike, sigma_rel: float, step: int) -> Path:
@@ -112,6 +113,42 @@ def save_snapshot(run_dir: str | os.PathLike, ema: PowerEMA) -> Path:
     path = snapshot_path(run_dir, ema.sigma_rel, ema.t)
     save_tensors(ema.model.state_dict(), path)       # atomic: a snapshot is whole or absent
     return path
+
+
+def check_fresh_run(run_dir: str | os.PathLike) -> None:
+    """A new run must not mix its snapshots with an earlier run's in the same folder."""
+    if list_snapshots(run_dir):
+        raise DifflabError(f"{Path(run_dir) / SNAPSHOT_DIR} holds post-hoc EMA snapshots of an earlier run; "
+                           f"--resume it, or remove that folder or choose another --out")
+
+
+def drop_snapshots_after(run_dir: str | os.PathLike, step: int) -> int:
+    """On a resume from ``step``: delete the snapshots an interrupted invocation wrote after its last
+    checkpoint (a trajectory the resumed run does not follow); returns how many."""
+    stale = [p for _, t, p in list_snapshots(run_dir) if t > step]
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
+def power_ema_state(power_emas: list[PowerEMA]) -> dict[str, torch.Tensor]:
+    """The power EMAs' weights for a checkpoint's training state (their count is the step)."""
+    return {f"posthoc_ema.{pe.sigma_rel:.4f}.{k}": v for pe in power_emas for k, v in pe.model.state_dict().items()}
+
+
+def restore_power_emas(training: dict[str, Any], state: dict[str, torch.Tensor], power_emas: list[PowerEMA],
+                       step: int) -> None:
+    """Put the power EMAs back from a checkpoint's training record and state; a run resumed with other lengths
+    than it was trained with is refused (their averages would not start at step 0)."""
+    saved = tuple(training.get("posthoc_ema", ()))
+    if tuple(round(s, 4) for s in saved) != tuple(round(pe.sigma_rel, 4) for pe in power_emas):
+        now = ",".join(f"{pe.sigma_rel:g}" for pe in power_emas) or "off"
+        raise DifflabError(f"cannot resume with --posthoc-ema {now}: the run was trained with "
+                           f"{','.join(f'{s:g}' for s in saved) or 'none'}")
+    for pe in power_emas:
+        prefix = f"posthoc_ema.{pe.sigma_rel:.4f}."
+        pe.model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        pe.updates = step
 
 
 def list_snapshots(run_dir: str | os.PathLike) -> list[tuple[float, int, Path]]:
@@ -140,27 +177,24 @@ def reconstruct(run_dir: str | os.PathLike, sigma_rel: float, step: int | None =
                            f"({len(steps)} of them)")
     used = [s for s in snaps if s[1] <= step]
     gamma_r = sigma_rel_to_gamma(sigma_rel)
-    pairs = [(t, sigma_rel_to_gamma(s)) for s, t, _ in used]
-    x = solve_coefficients(pairs, step, gamma_r)
-    # how well the combination matches the target profile: ||sum x_i p_i - p_r|| / ||p_r||
-    t = np.array([p[0] for p in pairs], dtype=np.float64)
-    g = np.array([p[1] for p in pairs], dtype=np.float64)
-    a = profile_inner(t[:, None], g[:, None], t[None, :], g[None, :])
-    b = profile_inner(t, g, np.full_like(t, step), np.full_like(g, gamma_r))
-    rr = float(profile_inner(step, gamma_r, step, gamma_r))
-    error = math.sqrt(max(float(x @ a @ x - 2 * x @ b + rr), 0.0) / rr)
+    x, error = solve_coefficients([(t, sigma_rel_to_gamma(s)) for s, t, _ in used], step, gamma_r)
     if error > max_error:
         raise DifflabError(f"sigma_rel {sigma_rel} at step {step} is not reachable from the saved EMAs "
                            f"(profile error {error:.3f} > {max_error}); choose a length between the saved ones "
                            f"({', '.join(sorted({f'{s[0]:g}' for s in used}))})")
-    saved = [load_tensors(path, what="post-hoc EMA snapshot") for _, _, path in used]
-    state: dict[str, torch.Tensor] = {}
-    for k, last in saved[-1].items():
-        vals = [sd[k] for sd in saved]
-        if not last.is_floating_point() or all(torch.equal(v, last) for v in vals):
-            state[k] = last          # integer or constant buffers are copied, not combined
-        else:
-            state[k] = sum(float(c) * v.double() for c, v in zip(x, vals)).to(last.dtype)
+    # one snapshot in memory at a time, summed in float64; integer or constant tensors (buffers) are copied
+    acc: dict[str, torch.Tensor] = {}
+    first: dict[str, torch.Tensor] = {}
+    varies: set[str] = set()
+    for coef, (_, _, path) in zip(x, used):
+        for k, v in load_tensors(path, what="post-hoc EMA snapshot").items():
+            if k not in first:
+                first[k] = v
+            elif not torch.equal(v, first[k]):
+                varies.add(k)
+            if v.is_floating_point():
+                acc[k] = acc[k] + float(coef) * v.double() if k in acc else float(coef) * v.double()
+    state = {k: acc[k].to(v.dtype) if k in varies and k in acc else v for k, v in first.items()}
     report = {"sigma_rel": sigma_rel, "gamma": gamma_r, "step": step, "profile_error": error,
               "snapshots": [{"sigma_rel": s, "step": t, "coefficient": float(c)} for (s, t, _), c in zip(used, x)]}
     return state, report

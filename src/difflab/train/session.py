@@ -210,7 +210,8 @@ class Session:
     def __enter__(self) -> "Session":
         from ..devices import keep_freed_cpu_memory
         from ..progress import progress_bar
-        keep_freed_cpu_memory()   # large CPU activations reuse memory instead of faulting in fresh pages
+        if str(getattr(self.cfg, "device", "cpu")).startswith("cpu"):
+            keep_freed_cpu_memory()   # large CPU activations reuse memory instead of faulting in fresh pages
         self._intr = Interrupt().__enter__()
         self.out.mkdir(parents=True, exist_ok=True)
         self._log = open(self.out / "log.jsonl", "a") if self.main else None
