@@ -1,15 +1,11 @@
 """benchmarks/audio.py end to end at toy sizes: every phase runs and the summary holds what BENCHMARKS.md reports."""
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_support import load_script
 
 
 def test_audio_benchmark_quick(fsdd_dir, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("audio_bench", ROOT / "benchmarks" / "audio.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/audio.py")
     assert bench.main(["--quick", "--representations", "mel,wave", "--data-dir", str(fsdd_dir),
                        "--work", str(tmp_path), "--no-progress"]) == 0
     s = json.loads((tmp_path / "summary.json").read_text())

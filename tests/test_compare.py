@@ -4,7 +4,6 @@ import json
 import math
 import shutil
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -153,11 +152,8 @@ def test_training_seconds_from_a_log_across_a_resume(tmp_path):
 
 
 def test_benchmark_quick_mode_runs_end_to_end(tmp_path, mnist_dir):
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_vs_gan.py"
-    spec = importlib.util.spec_from_file_location("diffusion_vs_gan", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench_support import load_script
+    bench = load_script("benchmarks/diffusion_vs_gan.py")
     summary = bench.main(["--quick", "--work", str(tmp_path), "--data-dir", str(mnist_dir), "--no-progress"])
     assert set(summary) == {"mnist", "stacked_mnist"}
     for part in summary.values():

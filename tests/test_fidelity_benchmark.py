@@ -1,20 +1,15 @@
 """``benchmarks/fidelity.py --quick``: a run with milestones, every setting scored on the selection seed, the
 chosen one and DDIM-50 drawn again on the reported seed, guided settings within 50 NFE, and a rerun that
 skips finished phases."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity.py"
+from bench_support import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("fidelity_benchmark", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/fidelity.py")
 
 
 def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys):

@@ -1,17 +1,12 @@
 """``benchmarks/guidance.py --quick``: every phase runs at toy sizes, guided settings count both network
 evaluations, the figures are written, and a rerun skips finished phases."""
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance.py"
+from bench_support import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("guidance_benchmark", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/guidance.py")
 
 
 def test_quick_mode_runs_every_phase_and_resumes(tmp_path, capsys):

@@ -159,12 +159,9 @@ def test_pca_against_scikit_learn():
 def test_benchmark_runs_end_to_end_in_quick_mode(tmp_path, monkeypatch, capsys):
     """benchmarks/latent.py --quick: every phase (classifier, pixel and latent training at equal wall clock,
     reconstruction floor, timed sampling, evaluation) on 8x8 digits, and its summary."""
-    import importlib.util
+    from bench_support import load_script
     monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
-    path = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "latent.py"
-    spec = importlib.util.spec_from_file_location("bench_latent", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/latent.py")
     assert bench.main(["--quick", "--factors", "4", "--work", str(tmp_path / "w"), "--no-progress"]) == 0
     s = json.loads((tmp_path / "w" / "summary.json").read_text())
     lat = s["phases"]["latent:4"]

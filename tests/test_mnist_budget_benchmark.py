@@ -1,12 +1,12 @@
 """``benchmarks/mnist_budget.py --quick``: every phase at toy sizes; the sampler is chosen on the selection
 seed's samples and reported on other seeds; the same-network row starts from the diffusers network's weights."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "mnist_budget.py"
+from bench_support import load_script
+
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 pytest.importorskip("diffusers")
@@ -14,10 +14,7 @@ pytestmark = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_fil
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("mnist_budget_benchmark", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/mnist_budget.py")
 
 
 def test_quick_mode_chooses_on_one_seed_and_reports_on_others(tmp_path, capsys):

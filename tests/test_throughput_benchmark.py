@@ -2,7 +2,6 @@
 report holds what BENCHMARKS.md shows.  Measurements, not correctness, are their output; what is checked
 for correctness is that difflab's UNet built from a UNet2DModel config and loaded with its weights computes the
 same function (to float32 rounding, 1e-5), and that both count the same step FLOPs."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,15 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench_support import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("throughput_bench", ROOT / "benchmarks" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/throughput.py")
 
 
 def test_configs_match_the_models_they_name(bench):
