@@ -65,7 +65,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
 
 
 class PowerEMA(EMA):
-    """The power-function EMA of ``model``'s parameters (buffers copied), for ``sigma_rel``: :class:`EMA` with
+    r"""The power-function EMA of ``model``'s parameters (buffers copied), for ``sigma_rel``: :class:`EMA` with
     the decay :math:`\beta_t = (1 - 1/t)^{\gamma+1}` of update ``t`` (one per optimisation step from the start
     of the run; ``t`` is the number of updates done)."""
 
@@ -93,7 +93,7 @@ def profile_inner(t_i: np.ndarray, g_i: np.ndarray, t_j: np.ndarray, g_j: np.nda
 
 
 def solve_coefficients(snapshots: list[tuple[int, float]], t_r: int, gamma_r: float) -> tuple[np.ndarray, float]:
-    """Least-squares coefficients of the saved profiles ``(t_i, gamma_i)`` for the target ``(t_r, gamma_r)``,
+    r"""Least-squares coefficients of the saved profiles ``(t_i, gamma_i)`` for the target ``(t_r, gamma_r)``,
     and the relative L2 error of the fit, :math:`\lVert\sum_i x_i p_i - p_r\rVert / \lVert p_r\rVert`
     (:math:`x^\top A x - 2 x^\top b + \langle p_r, p_r\rangle` under the root)."""
     t = np.array([s[0] for s in snapshots], dtype=np.float64)
