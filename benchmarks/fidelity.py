@@ -2,11 +2,14 @@
 defaults on MNIST against the real-vs-real floor, and how far each lever moves them.
 
     python benchmarks/fidelity.py [--budgets 10] [--n 1000] [--classifier DIR] [--work runs/fidelity]
-                                  [--train-args "--ema-decay 0.9995"] [--weak-fractions 0.3] [--scales 1.5,2,3]
+                                  [--train '{"ema_decay": 0.9995}'] [--network '{"channels": [32, 64, 64]}']
+                                  [--weak-fractions 0.3] [--scales 1.5,2,3]
     python benchmarks/fidelity.py --quick --work /tmp/fidelity     # every phase at toy sizes, seconds
 
-For each budget B in ``--budgets`` (minutes of this CPU, alone): one ``difflab train --data mnist`` run with the
-defaults (images 0-7999, training seed ``--seed``) plus ``--train-args`` (the lever under test), keeping its
+For each budget B in ``--budgets`` (minutes of this CPU, alone): one run of the ``difflab train --data mnist``
+defaults through the library (:func:`difflab.create_denoiser` and :func:`difflab.train`, as the command does;
+images 0-7999, training seed ``--seed``) with ``--train`` (TrainConfig fields) and ``--network`` (network
+options) as JSON: the lever under test.  It keeps its
 checkpoints at ``--weak-fractions`` of the run (``--milestones``): the weak models of autoguidance (Karras et
 al. 2024), which so come out of the same B minutes.  Then, each with at most 50 network evaluations per sample
 and ``--n`` samples:
@@ -36,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import shutil
 import sys
 import time
@@ -78,22 +80,18 @@ def _steps(a, steps: int) -> int:
 
 # -- phases ----------------------------------------------------------------------------------------------
 def phase_train(a, work: Path, budget: float) -> dict:
-    from difflab.cli import main as cli
     run = work / f"B{budget:g}" / "run"
-    budget_args = ["--steps", "20"] if a.quick else ["--minutes", f"{budget:g}"]
-    data_args = ["--data", "digits"] if a.quick else ["--data", "mnist", "--data-dir", str(a.data_dir)]
-    args = ["train", *data_args, "--out", str(run), *budget_args, "--seed", str(a.seed),
-            "--milestones", ",".join(f"{f:g}" for f in a.weak_fractions), *shlex.split(a.train_args)]
-    if a.quick:
-        args += ["--channels", "8,16", "--sample-every", "0"]
-    if a.no_progress:
-        args.append("--no-progress")
+    data = _data(a, "train")
+    network = {**({"channels": [8, 16]} if a.quick else {}), **json.loads(a.network)}
+    den = dl.create_denoiser(data.shape, network, "cosine", 1000, "v", clip_x0=data.clip_x0, seed=a.seed)
+    budget_kw = {"steps": 20, "sample_every": 0} if a.quick else {"minutes": budget}
+    options = {"seed": a.seed, "milestones": tuple(a.weak_fractions), "progress": not a.no_progress, **budget_kw,
+               **json.loads(a.train)}
     if run.exists():   # a run interrupted before its phase was recorded: start it afresh (milestones included)
         shutil.rmtree(run)
     t0 = time.perf_counter()
-    if cli(args) != 0:
-        raise SystemExit(f"difflab {' '.join(args)} failed")
-    return {"args": args, "steps": dl.load_checkpoint(str(run)).step, "seconds": time.perf_counter() - t0}
+    res = dl.train(den, data, run, **options)
+    return {"options": options, "network": network, "steps": res.step, "seconds": time.perf_counter() - t0}
 
 
 def phase_classifier(a, work: Path) -> dict:
@@ -210,7 +208,7 @@ def summarise(a, work: Path) -> dict:
         rep = {s: _json(work / f"{phase_name(b, s, a.seed)}.json") for s in dict.fromkeys(["ddim-50", best])}
         t = target(rep[best], rep["ddim-50"])
         floor = rep["ddim-50"]
-        lines += [f"\n**{b:g} minutes** ({tr['steps']} steps; `{' '.join(tr['args'][1:])}`)", "",
+        lines += [f"\n**{b:g} minutes** ({tr['steps']} steps; options {json.dumps(tr['options'])}, network {json.dumps(tr['network'])})", "",
                   f"Selection seed {a.select_seed} (every setting):", "", *head]
         lines += [_row(s, q) for s, q in sel.items()]
         lines += ["", f"Reported seed {a.seed} (real-vs-real floor: FD {floor['fd_floor']:.2f}, precision "
@@ -229,7 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="runs/fidelity")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
     ap.add_argument("--budgets", default="10", help="training minutes, e.g. 3,10,30 (one run each)")
-    ap.add_argument("--train-args", default="", help="extra difflab train options: the lever under test")
+    ap.add_argument("--train", default="{}", help="TrainConfig fields as JSON (the lever under test)")
+    ap.add_argument("--network", default="{}", help="network options as JSON, over the defaults")
     ap.add_argument("--weak-fractions", default="0.3", help="checkpoints kept for autoguidance, fractions of the run")
     ap.add_argument("--scales", default="1.5,2,3", help="autoguidance scales")
     ap.add_argument("--n", type=int, default=1000)

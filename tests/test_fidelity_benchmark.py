@@ -17,7 +17,7 @@ def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys)
     args = ["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "1,2"]
     assert bench.main(args) == 0
     s = json.loads((tmp_path / "summary.json").read_text())["budgets"]["10"]
-    assert s["train"]["steps"] == 20 and "--milestones" in s["train"]["args"]
+    assert s["train"]["steps"] == 20 and s["train"]["options"]["milestones"] == [0.3]
     assert len(list((tmp_path / "B10" / "run" / "milestones").glob("step_*"))) == 1
     assert set(s["selection"]) == {"ddim-50", "ddim-25", "sde-50", "ag0.3-1", "ag0.3-2"}
     assert all(q["seed"] == 100 for q in s["selection"].values())
