@@ -156,7 +156,9 @@ def test_benchmark_quick_mode_runs_end_to_end(tmp_path, mnist_dir):
     bench = load_script("benchmarks/diffusion_vs_gan.py")
     summary = bench.main(["--quick", "--work", str(tmp_path), "--data-dir", str(mnist_dir), "--no-progress"])
     assert set(summary) == {"mnist", "stacked_mnist"}
-    for part in summary.values():
-        assert {m["name"] for m in part["models"]} == {"diffusion", "gan"}
+    assert {m["name"] for m in summary["mnist"]["models"]} == {"diffusion", "gan", "vae"}
+    assert {m["name"] for m in summary["stacked_mnist"]["models"]} == {"diffusion", "gan"}
+    vae = next(m for m in summary["mnist"]["models"] if m["name"] == "vae")
+    assert vae["nfe"] == 1 and vae["runs"] == 2
     assert all("modes" in m for m in summary["stacked_mnist"]["models"])
     assert (tmp_path / "mnist" / "report.html").is_file() and (tmp_path / "stacked_mnist" / "report.html").is_file()

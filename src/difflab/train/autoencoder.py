@@ -1,6 +1,6 @@
 """Training the KL autoencoder of latent diffusion, with the conventions of the diffusion trainer
 (:mod:`.loop`): a step or wall-clock budget, one seeded generator for batches and posterior noise,
-AdamW with linear LR warm-up, gradient clipping, a progress bar with rate and ETA, ``log.jsonl``,
+fused AdamW with linear LR warm-up, gradient clipping, a progress bar with rate and ETA, ``log.jsonl``,
 reconstruction grids, atomic checkpoints (:func:`.checkpoint.write_checkpoint`, format
 ``difflab-autoencoder``), Ctrl-C saves, and an exact resume (weights, optimizer moments, random streams).
 
@@ -114,7 +114,9 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
     x_all = data.x
     preview = x_all[:16] if preview is None else preview[:16]
 
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=tuple(map(float, cfg.adam_betas)), weight_decay=0.0)
+    fused = all(p.device.type in ("cpu", "cuda") for p in net.parameters())   # as the diffusion and GAN trainers
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=tuple(map(float, cfg.adam_betas)), weight_decay=0.0,
+                            fused=fused)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     step = 0
