@@ -180,6 +180,16 @@ def test_cd_crosses_the_top_interval_with_ddim():
     assert torch.equal(x_lo[top], ddim_step(gauss, x_hi[top], t_hi[top], t_lo[top]))
     rest = slice(B // 2, B)
     assert torch.equal(x_lo[rest], heun_step(gauss, x_hi[rest], t_hi[rest], t_lo[rest]))
+    # the loss routes exactly the samples drawn on the top interval (t_hi = 1) through DDIM
+    seen = {}
+    inner = cd.teacher_step
+    def spy(x, th, tl, top, **c):
+        seen.update(t_hi=th, top=top)
+        return inner(x, th, tl, top, **c)
+    cd.teacher_step = spy
+    student = oracle_denoiser(lambda x, t: consistency_exact(gauss, x, t), sch, "consistency_x0")
+    cd(student, x0[:512].float(), torch.Generator().manual_seed(2), 0, 0.0)
+    assert seen["top"].any() and torch.equal(seen["top"], seen["t_hi"] == 1.0)
 
 
 def test_consistency_sampler_needs_a_consistency_function():
