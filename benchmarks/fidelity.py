@@ -223,6 +223,7 @@ def summarise(a, work: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    from difflab.cli.common import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/fidelity")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", default="1.5,2,3", help="autoguidance scales")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=250)
-    ap.add_argument("--classifier", help="MNIST classifier folder (difflab train-classifier); else trained here")
+    ap.add_argument("--classifier", type=classifier_folder, help="MNIST classifier folder (difflab train-classifier); else trained here")
     ap.add_argument("--seed", type=int, default=0, help="training seed and the reported sampling seed")
     ap.add_argument("--select-seed", type=int, default=100, help="sampling seed the setting is chosen on")
     ap.add_argument("--quick", action="store_true", help="toy sizes on scikit-learn digits (a check, seconds)")

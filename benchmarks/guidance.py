@@ -13,8 +13,8 @@ Models (MNIST images 0-7999, ``difflab train`` defaults, this CPU alone):
 * a noise-aware classifier on the model's schedule (``difflab train-classifier --noisy``) for classifier guidance.
 
 For each conditional model, method (CFG; CFG with the guidance interval sigma/alpha in (0.28, 5.42] of
-Kynkaanniemi et al. 2024; classifier guidance of the unconditional (null-label) model) and scale in
-``--scales``: ``--n`` samples (an equal number per class), DPM-Solver++(2M) with 20 steps on the trailing grid,
+Kynkaanniemi et al. 2024; classifier guidance of the unconditional (null-label) model, below sigma/alpha 80) and
+scale in ``--scales``: ``--n`` samples (an equal number per class), DPM-Solver++(2M) with 20 steps on the trailing grid,
 scored against held-out images 8000-9999 by the evaluation classifier (``--classifier``, trained here if
 missing): accuracy of the requested class, FD, precision, recall.  Autoguidance of the unconditional model:
 precision and recall against the scale.  Inpainting (left half erased, held-out digits) and 2x super-resolution
@@ -47,6 +47,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
 INTERVAL = (0.28, 5.42)          # Kynkaanniemi et al. (2024), EDM2's interval in sigma (= sigma/alpha here)
 SAMPLER = dict(sampler="dpmpp_2m", steps=20, grid="trailing")
 METHODS = ("cfg", "cfg_interval", "classifier")
+# classifier guidance below sigma/alpha 80 only (Karras et al.'s top level): at t = 1 (sigma/alpha ~ 1e4 on the
+# cosine schedule) the factor sigma^2/alpha multiplies the learned classifier's gradient of pure noise by ~1e4;
+# on the trailing 20-step grid this skips the first evaluation only (the next is at sigma/alpha ~ 13)
+CLASSIFIER_INTERVAL = (0.0, 80.0)
 
 
 def _json(path: Path, obj=None):
@@ -135,7 +139,7 @@ def phase_guide(a, work: Path, model: str, method: str, scale: float) -> dict:
     labels = torch.arange(k).repeat_interleave(math.ceil(a.n / k))[: a.n]
     if method == "classifier":
         clf = load_classifier(work / "noisy_classifier")
-        guided = ClassifierGuidance(den, clf, scale, label_to_model=False)
+        guided = ClassifierGuidance(den, clf, scale, label_to_model=False, interval=CLASSIFIER_INTERVAL)
     else:
         guided = ClassifierFreeGuidance(den, scale, INTERVAL if method == "cfg_interval" else None)
     t0 = time.perf_counter()
@@ -265,6 +269,7 @@ def _figure(a, work: Path, r: dict) -> None:
 
 
 def main(argv=None) -> int:
+    from difflab.cli.common import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/guidance")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
@@ -276,7 +281,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", default="0,1,1.5,2,3,5")
     ap.add_argument("--auto-scales", default="1,1.5,2,3")
     ap.add_argument("--batch", type=int, default=250)
-    ap.add_argument("--classifier", help="the evaluation classifier (difflab train-classifier folder); else trained here")
+    ap.add_argument("--classifier", type=classifier_folder, help="the evaluation classifier (difflab train-classifier folder); else trained here")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="toy sizes on scikit-learn digits (a smoke test, seconds)")
     ap.add_argument("--no-progress", action="store_true")

@@ -212,6 +212,7 @@ def summarise(a, work: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    from difflab.cli.common import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/latent", help="folder for runs, samples and per-phase results")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--sample-batch", type=int, default=250)
-    ap.add_argument("--classifier", help="a difflab train-classifier folder (default: train one in WORK)")
+    ap.add_argument("--classifier", type=classifier_folder, help="a difflab train-classifier folder (default: train one in WORK)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny sizes on 8x8 digits, seconds (a test of the script)")
     ap.add_argument("--no-progress", action="store_true")

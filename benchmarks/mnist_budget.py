@@ -428,6 +428,7 @@ def summarise(a, work: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    from difflab.cli.common import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/mnist_budget", help="folder for runs, samples and per-phase results")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
@@ -435,7 +436,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="samples per <= 50 NFE sampler")
     ap.add_argument("--ddpm-n", type=int, default=1000, help="samples for the 1000-step DDPM rows")
     ap.add_argument("--sample-batch", type=int, default=250)
-    ap.add_argument("--classifier", help="a difflab train-classifier folder (default: train one in WORK)")
+    ap.add_argument("--classifier", type=classifier_folder, help="a difflab train-classifier folder (default: train one in WORK)")
     ap.add_argument("--select-seed", type=int, default=100,
                     help="sampling seed of the sampler sweep each side's sampler is chosen on")
     ap.add_argument("--seed", type=int, default=0, help="training seed, and the first reported sampling seed")

@@ -61,6 +61,11 @@ def test_sample_a_class_and_all_classes_with_guidance(runs, tmp_path, capsys):
     assert "6 NFE each" in capsys.readouterr().out   # two models per step
     assert run(*["sample", runs / "cond", "--class", "2", "--guide-classifier", runs / "noisy",
                  "--classifier-scale", "3", "--n", "2", "--steps", "3", "--out", out, "--no-progress"]) == 0
+    assert run(*["sample", runs / "cond", "--class", "2", "--guide-classifier", runs / "noisy",
+                 "--classifier-scale", "3", "--classifier-interval", "0,80", "--n", "2", "--steps", "3",
+                 "--grid", "trailing", "--out", tmp_path / "ci", "--no-progress"]) == 0
+    # the trailing grid starts at t = 1 (sigma/alpha ~ 1e4): that step unguided (1 NFE), the two others 2 each
+    assert "5 NFE each" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_guidance_errors(runs, capsys):
@@ -74,6 +79,14 @@ def test_guidance_errors(runs, capsys):
                                  "--no-progress")
     assert "needs the class" in _err(capsys, "sample", runs / "cond", "--guide-classifier", runs / "noisy",
                                      "--no-progress")
+    assert "classifier guidance interval must be 0 <= lo < hi" in _err(
+        capsys, "sample", runs / "cond", "--class", "1", "--guide-classifier", runs / "noisy", "--classifier-interval",
+        "80,0", "--no-progress")
+    assert "--classifier-interval takes LO,HI" in _err(
+        capsys, "sample", runs / "cond", "--class", "1", "--guide-classifier", runs / "noisy", "--classifier-interval",
+        "80", "--no-progress")
+    assert "needs classifier guidance" in _err(capsys, "sample", runs / "cond", "--class", "1",
+                                               "--classifier-interval", "0,80", "--no-progress")
 
 
 def test_editing_commands(runs, tmp_path, capsys):

@@ -207,6 +207,37 @@ def test_consistency_sampler_needs_a_consistency_function():
     assert torch.cov(x.T).trace() < 0.1 * cov.trace()
 
 
+def test_consistency_sampler_midpoints():
+    """``sigma_ratios`` moves the re-noising levels: the second evaluation happens where sigma/alpha is the level
+    asked for (to bisection precision), the exact consistency function still samples the Gaussian from any
+    midpoint, and levels that do not fit the steps are refused by name."""
+    gauss, mean, cov = random_gaussian(FLOW, D=2)
+    f = ODEConsistencyFunction(gauss, rtol=1e-5)
+    seen = []
+
+    class Spy:
+        schedule = FLOW
+
+        def __call__(self, x, t):
+            seen.append(float(torch.as_tensor(t).reshape(-1)[0]))
+            return f(x, t)
+    spy = Spy()
+    g = torch.Generator().manual_seed(4)
+    x_T = torch.randn(3000, 2, generator=g, dtype=torch.float64)
+    for level in (0.3, 2.5):
+        seen.clear()
+        x = SAMPLERS["consistency"].fn(spy, x_T, time_grid(FLOW, 2, "trailing"), generator=g, sigma_ratios=str(level))
+        assert seen[0] == 1.0 and abs(float(FLOW.sigma_ratio(torch.tensor(seen[1], dtype=torch.float64))) - level) < 1e-9
+        assert torch.allclose(torch.cov(x.T), cov, atol=0.08) and torch.allclose(x.mean(0), mean, atol=0.04)
+    seen.clear()
+    SAMPLERS["consistency"].fn(spy, x_T[:4], time_grid(FLOW, 4, "trailing"), generator=g, sigma_ratios=[3, 1, 0.2])
+    assert [round(float(FLOW.sigma_ratio(torch.tensor(t, dtype=torch.float64))), 9) for t in seen[1:]] == [3, 1, 0.2]
+    for bad, msg in (([0.5, 0.2], "gives 2 noise levels; 2 steps re-noise 1 times"), ([1e9], "must decrease"),
+                     ([-1.0], "must decrease")):
+        with pytest.raises(DifflabError, match=msg):
+            SAMPLERS["consistency"].fn(f, x_T[:4], time_grid(FLOW, 2, "trailing"), generator=g, sigma_ratios=bad)
+
+
 def test_straightness():
     """For N(0, l I) data the rectified-flow paths are rays, x_t = c(t) z with c(t) = sqrt((1 - t)^2 l + t^2), run
     at varying speed and through a turning point at t = l/(1 + l): Liu et al.'s S = int (c(1) - c(0) - c'(t))^2 dt

@@ -93,6 +93,29 @@ def test_classifier_guidance_with_the_exact_posterior_is_the_conditional_model()
     assert r.nfe == 60   # the model and the classifier at every step
 
 
+def test_classifier_guidance_interval_guides_only_inside_it():
+    """With interval (lo, hi] the classifier's gradient is added only where sigma/alpha lies inside it, per sample
+    of a mixed batch; outside, the output is the model's own and costs 1 evaluation."""
+    den, *_ = _mixture()
+    sch = den.schedule
+    lo, hi = float(sch.sigma_ratio(torch.tensor(0.3, dtype=torch.float64))), \
+        float(sch.sigma_ratio(torch.tensor(0.7, dtype=torch.float64)))
+    cg = ClassifierGuidance(den, den.class_log_posterior, 2.0, label_to_model=False, interval=(lo, hi))
+    full = ClassifierGuidance(den, den.class_log_posterior, 2.0, label_to_model=False)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    lab = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert torch.allclose(cg(x, 0.8, label=lab), den(x, 0.8)) and cg.last_nfe == 1        # above the interval
+    assert torch.allclose(cg(x, 0.2, label=lab), den(x, 0.2)) and cg.last_nfe == 1        # below it
+    assert torch.allclose(cg(x, 0.5, label=lab), full(x, 0.5, label=lab)) and cg.last_nfe == 2
+    assert not torch.allclose(cg(x, 0.5, label=lab), den(x, 0.5))
+    t = torch.tensor([0.2, 0.5, 0.8, 0.5, 0.2, 0.8], dtype=torch.float64)                  # a mixed batch
+    inside = torch.tensor([False, True, False, True, False, False])
+    want = torch.where(inside[:, None], full(x, t, label=lab), den(x, t))
+    assert torch.allclose(cg(x, t, label=lab), want, atol=1e-12)
+    with pytest.raises(DifflabError, match="classifier guidance interval"):
+        ClassifierGuidance(den, den.class_log_posterior, 1.0, interval=(5.0, 1.0))
+
+
 def test_autoguidance():
     """D_w = D_weak + w (D_main - D_weak): w = 1 is the model, w = 0 the weak one; it works without classes.
     Here the model is component 0 alone and the weak model the whole mixture: at w = 1 the samples are the

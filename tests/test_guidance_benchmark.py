@@ -23,6 +23,8 @@ def test_quick_mode_runs_every_phase_and_resumes(tmp_path, capsys):
         assert phases[f"guide_{model}_cfg_1"]["nfe"] == 3 and phases[f"guide_{model}_cfg_3"]["nfe"] == 6
         # the interval leaves the steps outside it unguided: fewer evaluations than guiding every step
         assert 3 < phases[f"guide_{model}_cfg_interval_3"]["nfe"] < 6
+        # classifier guidance below sigma/alpha 80: the first step, at t = 1 of the trailing grid, is unguided
+        assert phases[f"guide_{model}_classifier_3"]["nfe"] == 1 + 2 + 2
         assert set(summary["target"][model]) == {"best_fd", "settings_meeting_target"}
     assert {"autoguide_1", "autoguide_2", "editing"} <= set(phases)
     for png in ("guidance.png", "superres.png", "inpaint_projection.png", "inpaint_tweedie.png"):

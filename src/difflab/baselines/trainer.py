@@ -32,7 +32,7 @@ from ..io import atomic_write_json
 from ..train.checkpoint import training_state
 from ..train.ema import EMA
 from ..train.loop import lr_at
-from ..train.session import LoopConfig, RunResult, Session, with_overrides
+from ..train.session import LoopConfig, RunResult, Session, adamw, with_overrides
 from .checkpoint import load_gan_checkpoint, save_gan_checkpoint
 from .generator import GANGenerator
 from .losses import GAN_LOSSES, d_loss, g_loss, r1_penalty
@@ -115,11 +115,8 @@ def train_gan(data: Dataset, out: str | os.PathLike, config: GANConfig | None = 
         G = GANGeneratorNet(shape, cfg.latent_dim, cfg.width)
         D = Discriminator(shape, cfg.width)
     out.mkdir(parents=True, exist_ok=True)
-    betas = tuple(map(float, cfg.adam_betas))
-    fused = all(p.device.type in ("cpu", "cuda") for p in [*G.parameters(), *D.parameters()])
-    optimizers = {"g": torch.optim.AdamW(G.parameters(), lr=cfg.lr, betas=betas, weight_decay=0.0, fused=fused),
-                  "d": torch.optim.AdamW(D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas, weight_decay=0.0,
-                                         fused=fused)}
+    optimizers = {"g": adamw(G.parameters(), cfg.lr, cfg.adam_betas),
+                  "d": adamw(D.parameters(), cfg.lr_d or cfg.lr, cfg.adam_betas)}
     ema = EMA(G, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     monitor = FailureMonitor(cfg.d_win_loss, cfg.min_diversity, cfg.monitor_patience)

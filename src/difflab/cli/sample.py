@@ -67,6 +67,19 @@ def add_guidance_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide-classifier", metavar="DIR",
                    help="classifier guidance with a noise-aware classifier (difflab train-classifier --noisy)")
     p.add_argument("--classifier-scale", type=float, default=1.0, help="scale of classifier guidance")
+    p.add_argument("--classifier-interval", metavar="LO,HI",
+                   help="classifier guidance only where sigma/alpha lies in (LO, HI], e.g. 0,80 to keep a learned "
+                        "classifier's gradient off the near-pure-noise top of the schedule")
+
+
+def interval_arg(text: str | None, flag: str) -> tuple[float, float] | None:
+    """``LO,HI`` as a pair of floats (None if not given)."""
+    if not text:
+        return None
+    lo_hi = floats(text)
+    if len(lo_hi) != 2:
+        raise DifflabError(f"{flag} takes LO,HI, got {text!r}")
+    return lo_hi[0], lo_hi[1]
 
 
 def guidance_from_args(den, args: argparse.Namespace, n: int):
@@ -84,12 +97,10 @@ def guidance_from_args(den, args: argparse.Namespace, n: int):
     if args.autoguide:
         from ..train import load_checkpoint
         autoguide = load_checkpoint(args.autoguide).denoiser("ema")
-    interval = None
-    if args.guidance_interval:
-        lo_hi = floats(args.guidance_interval)
-        if len(lo_hi) != 2:
-            raise DifflabError(f"--guidance-interval takes LO,HI, got {args.guidance_interval!r}")
-        interval = (lo_hi[0], lo_hi[1])
+    interval = interval_arg(args.guidance_interval, "--guidance-interval")
+    classifier_interval = interval_arg(getattr(args, "classifier_interval", None), "--classifier-interval")
+    if classifier_interval is not None and not args.guide_classifier:
+        raise DifflabError("--classifier-interval needs classifier guidance (--guide-classifier DIR)")
     classifier = None
     if args.guide_classifier:
         from ..metrics import load_classifier
@@ -98,7 +109,7 @@ def guidance_from_args(den, args: argparse.Namespace, n: int):
             raise DifflabError(f"{args.guide_classifier} is a classifier of clean images; classifier guidance needs "
                                f"a noise-aware one (difflab train-classifier --noisy)")
     den = guided_denoiser(den, args.guidance, autoguide, interval, args.guidance_rescale, classifier,
-                          args.classifier_scale if classifier is not None else 0.0)
+                          args.classifier_scale if classifier is not None else 0.0, classifier_interval)
     return den, cond, nrow
 
 

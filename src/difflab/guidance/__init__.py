@@ -29,10 +29,12 @@ __all__ = ["DenoiserWrapper", "ClassifierFreeGuidance", "Autoguidance", "Classif
 def guided_denoiser(denoiser: Any, scale: float = 1.0, autoguide: Any | None = None,
                     interval: tuple[float, float] | None = None, rescale: float = 0.0,
                     classifier: Callable[[Tensor, Tensor], Tensor] | None = None,
-                    classifier_scale: float = 0.0) -> Any:
+                    classifier_scale: float = 0.0,
+                    classifier_interval: tuple[float, float] | None = None) -> Any:
     """The denoiser with the guidance asked for: autoguidance by ``autoguide`` (a weaker denoiser) or, for a
-    class-conditional model, classifier-free guidance, at ``scale`` (1: none); then classifier guidance by
-    ``classifier`` at ``classifier_scale`` (0: none)."""
+    class-conditional model, classifier-free guidance, at ``scale`` (1: none) on the noise levels of
+    ``interval``; then classifier guidance by ``classifier`` at ``classifier_scale`` (0: none) on those of
+    ``classifier_interval``."""
     if scale != 1.0 or interval is not None or rescale:
         if autoguide is not None:
             denoiser = Autoguidance(denoiser, autoguide, scale, interval, rescale)
@@ -44,7 +46,7 @@ def guided_denoiser(denoiser: Any, scale: float = 1.0, autoguide: Any | None = N
     elif autoguide is not None:
         raise DifflabError("--autoguide needs a guidance scale other than 1 (--guidance W)")
     if classifier is not None and classifier_scale:
-        denoiser = ClassifierGuidance(denoiser, classifier, classifier_scale)
+        denoiser = ClassifierGuidance(denoiser, classifier, classifier_scale, interval=classifier_interval)
     return denoiser
 
 

@@ -9,17 +9,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..denoisers.denoiser import evaluations
+from ..errors import DifflabError
 
-__all__ = ["DenoiserWrapper", "call"]
+__all__ = ["DenoiserWrapper", "call", "check_interval", "in_interval"]
 
 
 def call(denoiser: Any, x_t: Tensor, t: Tensor | float, **cond: Any) -> tuple[Tensor, int]:
     """``denoiser(x_t, t, **cond)`` and the network evaluations per sample it made."""
     out = denoiser(x_t, t, **cond)
     return out, evaluations(denoiser)
+
+
+def check_interval(interval: tuple[float, float] | None, what: str = "guidance") -> tuple[float, float] | None:
+    """A noise-level interval (lo, hi] in sigma/alpha, checked: 0 <= lo < hi (None: every level)."""
+    if interval is None:
+        return None
+    lo, hi = (float(v) for v in interval)
+    if not 0 <= lo < hi:
+        raise DifflabError(f"{what} interval must be 0 <= lo < hi in sigma/alpha, got {tuple(interval)}")
+    return lo, hi
+
+
+def in_interval(schedule: Any, t: Tensor, interval: tuple[float, float] | None) -> Tensor:
+    r"""Which samples of the batch have their noise level :math:`\tilde\sigma = \sigma/\alpha` in (lo, hi]."""
+    if interval is None:
+        return torch.ones_like(t, dtype=torch.bool)
+    sig = schedule.sigma_ratio(t.to(torch.float64))
+    return (sig > interval[0]) & (sig <= interval[1])
 
 
 class DenoiserWrapper(nn.Module):

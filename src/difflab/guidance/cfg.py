@@ -29,7 +29,7 @@ from ..denoisers import param
 from ..denoisers.denoiser import as_time
 from ..errors import DifflabError
 from ..process.forward import expand
-from .base import DenoiserWrapper, call
+from .base import DenoiserWrapper, call, check_interval, in_interval
 
 __all__ = ["ClassifierFreeGuidance", "Autoguidance", "rescale_guided"]
 
@@ -51,24 +51,16 @@ class _Guided(DenoiserWrapper):
     def __init__(self, inner: Any, scale: float, interval: tuple[float, float] | None = None,
                  rescale: float = 0.0):
         super().__init__(inner)
-        if interval is not None and not 0 <= interval[0] < interval[1]:
-            raise DifflabError(f"guidance interval must be 0 <= lo < hi in sigma/alpha, got {tuple(interval)}")
         if not 0.0 <= rescale <= 1.0:
             raise DifflabError(f"guidance rescale must be in [0, 1], got {rescale}")
-        self.scale, self.interval, self.rescale = float(scale), interval, float(rescale)
-
-    def _inside(self, t: Tensor) -> Tensor:
-        if self.interval is None:
-            return torch.ones_like(t, dtype=torch.bool)
-        sig = self.schedule.sigma_ratio(t.to(torch.float64))
-        return (sig > self.interval[0]) & (sig <= self.interval[1])
+        self.scale, self.interval, self.rescale = float(scale), check_interval(interval), float(rescale)
 
     def _pair(self, x_t: Tensor, t: Tensor, cond: dict[str, Any]) -> tuple[Tensor, Tensor, int]:
         raise NotImplementedError  # pragma: no cover
 
     def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         t = as_time(t, x_t)
-        inside = self._inside(t)
+        inside = in_interval(self.schedule, t, self.interval)
         if self.scale == 1.0 or not bool(inside.any()):
             out, self.last_nfe = call(self.inner, x_t, t, **cond)
             return out

@@ -29,7 +29,7 @@ from ..nn.autoencoder import KLAutoencoder
 from .checkpoint import (Checkpoint, optimizer_tensors, resolve_checkpoint, restore_training_state, training_state,
                          write_checkpoint)
 from .loop import lr_at
-from .session import LoopConfig, RunResult, Session, with_overrides
+from .session import LoopConfig, RunResult, Session, adamw, with_overrides
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "autoencoder_checkpoint", "load_autoencoder",
            "estimate_scale", "kl_weight_at", "train_autoencoder"]
@@ -114,9 +114,7 @@ def train_autoencoder(net: KLAutoencoder, data: Dataset, out: str | os.PathLike,
     x_all = data.x
     preview = x_all[:16] if preview is None else preview[:16]
 
-    fused = all(p.device.type in ("cpu", "cuda") for p in net.parameters())   # as the diffusion and GAN trainers
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=tuple(map(float, cfg.adam_betas)), weight_decay=0.0,
-                            fused=fused)
+    opt = adamw(net.parameters(), cfg.lr, cfg.adam_betas)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     step = 0

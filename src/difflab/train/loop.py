@@ -44,7 +44,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, training_state
 from .ema import EMA
 from .posthoc_ema import (PowerEMA, check_fresh_run, drop_snapshots_after, power_ema_state, restore_power_emas,
                           save_snapshot, sigma_rel_to_gamma)
-from .session import LR_SCHEDULES, LoopConfig, RunResult, Session, with_overrides
+from .session import LR_SCHEDULES, LoopConfig, RunResult, Session, adamw, with_overrides
 
 __all__ = ["TrainConfig", "TrainResult", "Objective", "lr_at", "train", "LR_SCHEDULES"]
 
@@ -161,10 +161,7 @@ def train(denoiser: Denoiser, data: Dataset, out: str | os.PathLike, config: Tra
     net = denoiser.net.to(device)
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
-    betas = tuple(map(float, cfg.adam_betas))  # a list when read back from run.json
-    # the fused kernel: one pass over all parameters (2.8 ms instead of 13 ms a step for the 0.69M MNIST UNet)
-    fused = all(p.device.type in ("cpu", "cuda") for p in net.parameters())
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
+    opt = adamw(net.parameters(), cfg.lr, cfg.adam_betas, cfg.weight_decay)
     ema = EMA(net, cfg.ema_decay)
     power_emas = [PowerEMA(net, s) for s in cfg.posthoc_ema]   # post-hoc EMA (Karras et al. 2024)
     gen = torch.Generator().manual_seed(cfg.seed)
