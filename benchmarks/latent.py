@@ -206,9 +206,25 @@ def summarise(a, work: Path) -> dict:
         targets[f] = {"speedup": speed, "fd_ratio": ratio, "met": met}
         lines.append(f"f={f}: sampling {speed:.2f}x faster (target >= 3), FD {ratio:.2f}x the pixel model's "
                      f"(target <= 1.2): {'met' if met else 'NOT met'}")
-    summary = {"phases": r, "targets": targets, "markdown": "\n".join(lines), "args": vars(a)}
+    summary = {"phases": r, "targets": targets, "markdown": "\n".join(lines), "args": vars(a),
+               "figure": str(samples_figure(a, work, r))}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def samples_figure(a, work: Path, r: dict) -> Path:
+    """The first 64 samples of each model side by side, titled with FD and sampling time: WORK/samples.png."""
+    import numpy as np
+    import torch
+
+    from difflab.viz import grid_array, panels_figure
+    cols = {}
+    for m in models(a):
+        x = torch.from_numpy(np.load(work / f"samples_{m}.npz")["samples"][:64]).float() / 127.5 - 1
+        grid = torch.from_numpy(grid_array(x, nrow=8, scale=1)).permute(2, 0, 1).float() / 127.5 - 1
+        cols[f"{m}: FD {r[f'eval:{m}']['fd_samples']:.1f}, {1e3 * r[f'sample:{m}']['s_per_image']:.0f} ms/image"] = grid[None]
+    return panels_figure(cols, work / "samples.png", title=f"{a.minutes:g} minutes of training per side, "
+                                                           f"{a.sampler} {a.steps} steps")
 
 
 def main(argv=None) -> int:

@@ -148,6 +148,29 @@ def test_consistency_losses():
     assert torch.allclose(lognormal_interval_weights(sig, -1.1, 2.0), 2 * ref, rtol=1e-12, atol=0)
 
 
+def test_consistency_weightings():
+    """CD's loss with ``weighting="inverse_interval"`` is the unit-weighted loss divided by the width of each
+    sample's interval in sigma/alpha (same generator: same intervals, noises and teacher steps); inverse-interval is
+    the default of both distillation and training; other weightings are refused."""
+    from difflab.distill.consistency import karras_boundaries
+    sch = dl.get_schedule("cosine")
+    gauss, *_ = random_gaussian(sch, D=2)
+    student = oracle_denoiser(lambda x, t: 0.9 * gauss(x, t), sch, "consistency_x0")
+    x0 = gauss.sample_data(256, torch.Generator().manual_seed(0)).float()
+    unit = ConsistencyObjective(gauss, boundaries=18, weighting="unit")
+    inv = ConsistencyObjective(gauss, boundaries=18)
+    assert ConsistencyObjective(None).weighting == "inverse_interval" == inv.weighting
+    assert inv.config()["weighting"] == "inverse_interval"
+    l_unit = unit(student, x0, torch.Generator().manual_seed(3), 0, 0.0)
+    l_inv = inv(student, x0, torch.Generator().manual_seed(3), 0, 0.0)
+    widths = karras_boundaries(sch, 18)[1].diff()
+    ratio = (l_unit / l_inv).double()
+    assert (ratio[:, None] - widths[None, :]).abs().div(widths).min(1).values.max() < 1e-4   # each is a width
+    assert ratio.max() / ratio.min() > 100                                                   # of many intervals
+    with pytest.raises(DifflabError, match="unknown consistency weighting 'snr'"):
+        ConsistencyObjective(gauss, weighting="snr")
+
+
 def test_cd_crosses_the_top_interval_with_ddim():
     """CD's teacher step over the top interval, from t = 1 of the cosine table (sigma/alpha about 1e4) down to
     sigma/alpha = 80, with the exact denoiser of Gaussian data, against the closed-form flow: the DDIM step that

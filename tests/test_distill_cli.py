@@ -42,7 +42,8 @@ def test_every_method_makes_a_student_that_samples_with_its_own_sampler(tmp_path
     rounds/round_1; the consistency sampler; Euler on the reflowed flow) unless --sampler is given."""
     pd, cd, ct, rf, out = (tmp_path / n for n in ("pd", "cd", "ct", "rf", "s"))
     assert cli("distill", FIXED, "--method", "progressive", "--rounds", "2", *DATA, *TINY, "--out", pd) == 0
-    assert cli("distill", FIXED, "--method", "consistency", "--boundaries", "6", *DATA, *TINY, "--out", cd) == 0
+    assert cli("distill", FIXED, "--method", "consistency", "--boundaries", "6", "--cm-weighting", "unit",
+               "--proposal", "lognormal", *DATA, *TINY, "--out", cd) == 0
     assert cli("distill", FIXED, "--method", "consistency_training", "--s0", "2", "--s1", "4", *DATA, *TINY,
                "--out", ct) == 0
     assert cli("distill", FIXED, "--method", "reflow", "--pairs", "8", "--pair-steps", "2", *TINY, "--out", rf) == 0
@@ -53,6 +54,8 @@ def test_every_method_makes_a_student_that_samples_with_its_own_sampler(tmp_path
         assert cfg["sampling"] == {"sampler": sampler, "steps": steps, "grid": "trailing"}, run
         assert cfg["prediction"] == prediction and cfg["training"]["objective" if run != rf else "weighting"]
     assert load_checkpoint(rf).config["schedule"]["name"] == "flow"
+    objective = load_checkpoint(cd).config["training"]["objective"]
+    assert objective["weighting"] == "unit" and objective["proposal"] == "lognormal"
     assert (rf / "pairs" / "pairs.safetensors").is_file()
     capsys.readouterr()
     assert cli("sample", pd, "--n", "3", "--no-progress", "--out", out) == 0
@@ -88,6 +91,10 @@ def test_distill_refuses_bad_input(tmp_path, capsys):
     assert "unknown consistency metric 'l1'" in _err(capsys, "distill", FIXED, "--method", "consistency", "--metric",
                                                      "l1", *DATA, *TINY, "--out", tmp_path / "f")
     assert not (tmp_path / "f" / "distill.json").exists()
+    assert "unknown consistency weighting 'x'" in _err(capsys, "distill", FIXED, "--method", "consistency",
+                                                       "--cm-weighting", "x", *DATA, *TINY, "--out", tmp_path / "g")
+    assert "--proposal applies to --method consistency / consistency_training" in _err(
+        capsys, "distill", FIXED, "--method", "reflow", "--proposal", "lognormal", *TINY, "--out", tmp_path / "h")
 
 
 def test_a_distillation_resumes_exactly(tmp_path):

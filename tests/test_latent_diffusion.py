@@ -171,3 +171,4 @@ def test_benchmark_runs_end_to_end_in_quick_mode(tmp_path, monkeypatch, capsys):
     assert lat["ae_steps"] >= 1 and lat["steps"] >= 1
     assert s["phases"]["sample:latent_f4"]["nfe"] == 2 and set(s["targets"]) == {"4"}
     assert "FD of reconstructions (floor)" in capsys.readouterr().out
+    assert s["figure"] == str(tmp_path / "w" / "samples.png") and (tmp_path / "w" / "samples.png").stat().st_size > 5000

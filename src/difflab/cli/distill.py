@@ -15,12 +15,13 @@ METHOD_OPTIONS = {
     "rounds": ("progressive",), "student_steps": ("progressive",), "pd_weighting": ("progressive",),
     "boundaries": ("consistency",), "solver": ("consistency",),
     "metric": ("consistency", "consistency_training"), "sigma_max": ("consistency", "consistency_training"),
+    "proposal": ("consistency", "consistency_training"), "cm_weighting": ("consistency", "consistency_training"),
     "s0": ("consistency_training",), "s1": ("consistency_training",),
     "init": ("consistency", "consistency_training", "reflow"),
     "pairs": ("reflow",), "pair_sampler": ("reflow",), "pair_steps": ("reflow",), "pair_grid": ("reflow",),
 }
 # CLI name -> keyword of the method's function
-KEYWORDS = {"pd_weighting": "weighting"}
+KEYWORDS = {"pd_weighting": "weighting", "cm_weighting": "weighting"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--boundaries", type=int, help="distillation: N noise levels (default 18)")
     g.add_argument("--solver", help="distillation: the teacher's ODE step, heun (default) or ddim")
     g.add_argument("--metric", help="l2 (consistency's default) or pseudo_huber (consistency_training's default)")
+    g.add_argument("--proposal", help="how the noise interval is drawn: uniform (consistency's default) or lognormal "
+                                      "(consistency_training's, Song & Dhariwal 2023)")
+    g.add_argument("--cm-weighting", help="loss weight of an interval: inverse_interval (1/its width in sigma/alpha, "
+                                          "Song & Dhariwal 2023; default) or unit (Song et al. 2023's CD)")
     g.add_argument("--sigma-max", type=float, help="top noise level sigma/alpha (default 80, as Song et al.; 0: up to t = 1)")
     g.add_argument("--s0", type=int, help="training: first number of intervals of the curriculum (10)")
     g.add_argument("--s1", type=int, help="training: last number of intervals of the curriculum (1280)")

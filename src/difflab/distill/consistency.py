@@ -20,7 +20,8 @@ deviation, Heun by 229 %):
 
 * distillation (CD, Song et al. Algorithm 2): :math:`\hat x_{t_n}` is one ODE step of the teacher from
   :math:`x_{t_{n+1}}` (Heun, or DDIM; DDIM on the top interval above 80); N = 18 Karras levels (and t = 1),
-  n uniform, :math:`\lambda = 1`;
+  n uniform, iCT's :math:`\lambda_n = 1/(\tilde\sigma_{n+1} - \tilde\sigma_n)` (``weighting="inverse_interval"``,
+  the default) or Song et al.'s :math:`\lambda = 1` (``"unit"``);
 * training (CT, the improved recipe of Song & Dhariwal 2023): :math:`\hat x_{t_n} = \alpha_n x_0 + \sigma_n z`
   with the same z; the discretisation curriculum :math:`N(k) = \min(s_0 2^{\lfloor k/K'\rfloor}, s_1) + 1`
   (their eq. 8, :math:`s_0 = 10`, :math:`s_1 = 1280`, :math:`K' = \lfloor K/(\log_2\lfloor s_1/s_0\rfloor + 1)\rfloor`,
@@ -57,13 +58,14 @@ from ..sampling.ode import sample_ode
 from ..train.loop import TrainConfig, TrainResult, train
 from .common import RunRecord, ddim_step, heun_step, load_teacher, make_student, student_x0
 
-__all__ = ["SOLVERS", "METRICS", "PROPOSALS", "karras_boundaries", "ict_steps", "lognormal_interval_weights",
+__all__ = ["SOLVERS", "METRICS", "PROPOSALS", "WEIGHTINGS", "karras_boundaries", "ict_steps", "lognormal_interval_weights",
            "pseudo_huber", "ConsistencyObjective", "consistency_distillation", "ODEConsistencyFunction",
            "CONSISTENCY_SAMPLING"]
 
 SOLVERS = {"heun": heun_step, "ddim": ddim_step}
 METRICS = ("pseudo_huber", "l2")
 PROPOSALS = ("uniform", "lognormal")
+WEIGHTINGS = ("unit", "inverse_interval")
 CONSISTENCY_SAMPLING = {"sampler": "consistency", "steps": 1, "grid": "trailing"}
 
 
@@ -106,13 +108,20 @@ class ConsistencyObjective:
         solver: CD's teacher step, ``heun`` (2 evaluations) or ``ddim``.
         metric: ``l2`` (mean squared error; CD default) or ``pseudo_huber`` (CT default).
         proposal: how the interval n is drawn: ``uniform`` (CD default) or ``lognormal`` (CT default).
+        weighting: the loss weight of interval n: ``inverse_interval`` (default),
+            :math:`1/(\tilde\sigma_{n+1} - \tilde\sigma_n)` (Song & Dhariwal 2023, eq. 9), which weighs the narrow
+            low-noise intervals most and so keeps the student consistent there, or ``unit`` (Song et al. 2023's
+            CD).  Unit-weighted CD of the 10-minute MNIST teacher drifted at low noise: at sigma/alpha 0.45 its
+            f was 0.21 (RMS) from the teacher's own ODE endpoint where the teacher's denoiser, its starting
+            point, is 0.04; inverse-interval weighting keeps it at 0.036 (BENCHMARKS.md, few-step).
         sigma_max: the top of the Karras levels (sigma/alpha, 80 as Song et al.); above it one interval up to
             t = 1, where sampling starts.  None: Karras levels up to t = 1.
     """
 
     def __init__(self, teacher: DenoiserFn | None = None, *, boundaries: int = 18, s0: int = 10, s1: int = 1280,
                  solver: str = "heun", metric: str | None = None, proposal: str | None = None,
-                 p_mean: float = -1.1, p_std: float = 2.0, sigma_max: float | None = 80.0):
+                 p_mean: float = -1.1, p_std: float = 2.0, sigma_max: float | None = 80.0,
+                 weighting: str | None = None):
         if solver not in SOLVERS:
             raise DifflabError(f"unknown ODE solver {solver!r} for consistency distillation; choose from "
                                f"{', '.join(SOLVERS)}")
@@ -122,11 +131,14 @@ class ConsistencyObjective:
         proposal = proposal or ("uniform" if teacher is not None else "lognormal")
         if proposal not in PROPOSALS:
             raise DifflabError(f"unknown noise-level proposal {proposal!r}; choose from {', '.join(PROPOSALS)}")
+        weighting = weighting or "inverse_interval"
+        if weighting not in WEIGHTINGS:
+            raise DifflabError(f"unknown consistency weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
         if boundaries < 3 or not 2 <= s0 <= s1:
             raise DifflabError(f"consistency models need >= 3 boundaries and 2 <= s0 <= s1, got {boundaries}, "
                                f"{s0}, {s1}")
         self.teacher, self.boundaries, self.s0, self.s1 = teacher, boundaries, s0, s1
-        self.solver, self.metric, self.proposal = solver, metric, proposal
+        self.solver, self.metric, self.proposal, self.weighting = solver, metric, proposal, weighting
         self.p_mean, self.p_std, self.sigma_max = p_mean, p_std, sigma_max
         self._grids: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
@@ -174,14 +186,14 @@ class ConsistencyObjective:
             d = pseudo_huber(pred, target, 0.00054 * math.sqrt(x0[0].numel()))
         else:
             d = (pred - target).pow(2).flatten(1).mean(1)
-        if self.teacher is not None:
+        if self.weighting == "unit":
             return d
         return d / (sig[j + 1] - sig[j]).to(d.dtype)
 
     def config(self) -> dict[str, Any]:
         kind = "distillation" if self.teacher is not None else "training"
         cfg = {"method": f"consistency_{kind}", "metric": self.metric, "proposal": self.proposal,
-               "sigma_max": self.sigma_max}
+               "weighting": self.weighting, "sigma_max": self.sigma_max}
         if self.teacher is not None:
             cfg.update(boundaries=self.boundaries, solver=self.solver)
         else:
