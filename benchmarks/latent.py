@@ -222,7 +222,8 @@ def samples_figure(a, work: Path, r: dict) -> Path:
     for m in models(a):
         x = torch.from_numpy(np.load(work / f"samples_{m}.npz")["samples"][:64]).float() / 127.5 - 1
         grid = torch.from_numpy(grid_array(x, nrow=8, scale=1)).permute(2, 0, 1).float() / 127.5 - 1
-        cols[f"{m}: FD {r[f'eval:{m}']['fd_samples']:.1f}, {1e3 * r[f'sample:{m}']['s_per_image']:.0f} ms/image"] = grid[None]
+        fd, ms = r[f"eval:{m}"]["fd_samples"], 1e3 * r[f"sample:{m}"]["s_per_image"]
+        cols[f"{m}\nFD {fd:.1f}, {ms:.0f} ms/image"] = grid[None]
     return panels_figure(cols, work / "samples.png", title=f"{a.minutes:g} minutes of training per side, "
                                                            f"{a.sampler} {a.steps} steps")
 
