@@ -14,7 +14,7 @@ MNIST (``../shared/data/mnist``, images 0-7999 for training, 8000-9999 held out)
 * **methods**, each given ``--budget-minutes`` (default: the teacher's own training time, the target's
   limit), counted in full (pairs, teacher calls, checkpoints): progressive distillation (``--pd-rounds``
   halvings from a ``2^rounds``-step DDIM teacher to 1 step; its intermediate students give 4 and 2 steps),
-  consistency distillation (Heun teacher steps, 18 levels), consistency training (improved CT, from the
+  consistency distillation (Heun teacher steps, 18 levels, 1/width weights), consistency training (iCT, from the
   teacher's weights) and reflow (``--pairs`` pairs from DPM-Solver++(2M), 20 steps).
 * **scores**: FD, precision and recall (k = 3) of ``--n`` samples in the features of the MNIST classifier
   (``--classifier``, trained here if missing), each method at 1, 2 and 4 steps, beside the teacher's best

@@ -100,7 +100,7 @@ def pseudo_huber(x: Tensor, y: Tensor, c: float) -> Tensor:
 
 
 class ConsistencyObjective:
-    """The CD or CT loss of the module docstring (an :class:`~difflab.train.loop.Objective`).
+    r"""The CD or CT loss of the module docstring (an :class:`~difflab.train.loop.Objective`).
 
     Args:
         teacher: the denoiser whose ODE steps give CD's targets; None: consistency training.
