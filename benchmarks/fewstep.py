@@ -23,7 +23,7 @@ MNIST (``../shared/data/mnist``, images 0-7999 for training, 8000-9999 held out)
 * **midpoint**: the two consistency models' 2-step sampling re-noised to a chosen sigma/alpha instead of the
   trailing grid's t = 1/2: the level is chosen by FD on sampling seed ``--seed + 1`` among MIDPOINTS (Song et
   al. 2023 and Song & Dhariwal 2023 search it too), then scored on ``--seed``; this row is the one the
-  target reads for those two methods (about 10 minutes: 18 settings of 2 NFE, each scored).
+  target reads for those two methods (about 3 minutes: 18 settings of 2 NFE, each scored).
 * **target**: a 2-step FD within 1.5x of the teacher's 50-NFE FD, for at most the teacher's training time.
 
 Every phase writes ``WORK/<phase>.json`` and a rerun skips finished phases; ``WORK/summary.md`` holds the
@@ -267,7 +267,7 @@ def toy_figure(a, work: Path) -> Path:
         den = dl.create_denoiser(data.shape, schedule="flow", prediction="velocity", clip_x0=None, seed=a.seed)
         dl.train(den, data, teacher, dl.TrainConfig(steps=steps[0], weighting="flow", lr=2e-3, **kw))
     runs = {"reflow": {"pairs": 500 if a.quick else 4000, "pair_steps": 10 if a.quick else 32,
-                       "pair_sampler": "dpmpp_2m"}, "consistency": {}}
+                       "pair_sampler": "dpmpp_2m"}, "consistency": {"weighting": "unit"}}   # as README's table
     lr = {"reflow": 1e-3, "consistency": 2e-4}
     for k, (method, opts) in enumerate(runs.items()):
         if not (work / f"toy_{method}" / "checkpoints" / "latest").is_file():

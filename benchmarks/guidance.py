@@ -48,7 +48,7 @@ INTERVAL = (0.28, 5.42)          # Kynkaanniemi et al. (2024), EDM2's interval i
 SAMPLER = dict(sampler="dpmpp_2m", steps=20, grid="trailing")
 METHODS = ("cfg", "cfg_interval", "classifier")
 # classifier guidance below sigma/alpha 80 only (Karras et al.'s top level): at t = 1 (sigma/alpha ~ 1e4 on the
-# cosine schedule) the factor sigma^2/alpha multiplies the learned classifier's gradient of pure noise by ~1e4;
+# cosine schedule) the factor sigma^2/alpha multiplies the learned classifier's gradient of pure noise by ~2e4;
 # on the trailing 20-step grid this skips the first evaluation only (the next is at sigma/alpha ~ 13)
 CLASSIFIER_INTERVAL = (0.0, 80.0)
 

@@ -122,3 +122,11 @@ def test_a_distillation_resumes_exactly(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(DifflabError, match="cannot resume"):
         distill(FIXED, tmp_path / "b", "consistency_training", data, TrainConfig(steps=6, **cfg), resume=True)
+    # the resolved weighting is recorded: a run begun with another one (e.g. the old unit default) is not
+    # resumed under the new default
+    record = json.loads((tmp_path / "b" / "distill.json").read_text())
+    assert record["options"]["weighting"] == "inverse_interval"
+    record["options"]["weighting"] = "unit"
+    (tmp_path / "b" / "distill.json").write_text(json.dumps(record))
+    with pytest.raises(DifflabError, match="cannot resume .* options"):
+        distill(FIXED, tmp_path / "b", "consistency", data, TrainConfig(steps=6, **cfg), resume=True, **opts)

@@ -9,7 +9,19 @@ from bench_support import load_script
 def test_quick_mode_runs_every_phase_chooses_the_midpoint_on_another_seed_and_resumes(tmp_path, capsys):
     bench = load_script("benchmarks/fewstep.py")
     args = ["--quick", "--work", str(tmp_path), "--no-progress"]
+    calls, inner = [], bench.evaluate
+
+    def spy(den, setting, a, *rest):
+        calls.append((setting.get("sigma_ratios"), a.seed))
+        return inner(den, setting, a, *rest)
+    bench.evaluate = spy
     assert bench.main(args) == 0
+    midpoint_calls = [c for c in calls if c[0] is not None]   # the search on seed 1, each report on seed 0
+    assert len(midpoint_calls) == 2 * (len(bench.MIDPOINTS) + 1) == 18
+    for k in range(2):
+        block = midpoint_calls[k * 9:(k + 1) * 9]
+        assert {seed for _, seed in block[:-1]} == {1} and block[-1][1] == 0
+    assert all(seed == 0 for level, seed in calls if level is None)   # the other rows: the reported seed
     for name in ("teacher", "classifier", "evaluate", "midpoint", *(f"distill_{m}" for m in bench.METHODS)):
         assert (tmp_path / f"{name}.json").is_file(), name
     ev = json.loads((tmp_path / "evaluate.json").read_text())

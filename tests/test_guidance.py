@@ -114,6 +114,11 @@ def test_classifier_guidance_interval_guides_only_inside_it():
     assert torch.allclose(cg(x, t, label=lab), want, atol=1e-12)
     with pytest.raises(DifflabError, match="classifier guidance interval"):
         ClassifierGuidance(den, den.class_log_posterior, 1.0, interval=(5.0, 1.0))
+    with pytest.raises(DifflabError, match="takes two noise levels"):
+        ClassifierGuidance(den, den.class_log_posterior, 1.0, interval=(0.0, 1.0, 2.0))
+    from difflab.guidance import guided_denoiser
+    with pytest.raises(DifflabError, match="needs classifier guidance"):
+        guided_denoiser(den, classifier_interval=(0.0, 80.0))
 
 
 def test_autoguidance():

@@ -210,6 +210,8 @@ def consistency_distillation(teacher_path: str | os.PathLike, data: Dataset, out
     ``consistency_<teacher's>`` and its checkpoints record the consistency sampler, 1 step, trailing grid."""
     cfg = config or TrainConfig(steps=1000)
     method = "consistency_training" if training else "consistency"
+    if not training:   # recorded, so that a CD run begun under the old unit default is not resumed under the new
+        options = {"weighting": "inverse_interval", **options}
     record = RunRecord(out, method, str(Path(teacher_path).resolve()), {"init": init, **options}, resume)
     teacher = load_teacher(teacher_path)
     if teacher.prediction.startswith("consistency_"):

@@ -45,6 +45,8 @@ def guided_denoiser(denoiser: Any, scale: float = 1.0, autoguide: Any | None = N
                                "a weaker model to guide with (--autoguide CKPT); this model is unconditional")
     elif autoguide is not None:
         raise DifflabError("--autoguide needs a guidance scale other than 1 (--guidance W)")
+    if classifier_interval is not None and (classifier is None or not classifier_scale):
+        raise DifflabError("a classifier guidance interval needs classifier guidance (a classifier and a scale)")
     if classifier is not None and classifier_scale:
         denoiser = ClassifierGuidance(denoiser, classifier, classifier_scale, interval=classifier_interval)
     return denoiser

@@ -28,6 +28,8 @@ def check_interval(interval: tuple[float, float] | None, what: str = "guidance")
     """A noise-level interval (lo, hi] in sigma/alpha, checked: 0 <= lo < hi (None: every level)."""
     if interval is None:
         return None
+    if len(interval) != 2:
+        raise DifflabError(f"{what} interval takes two noise levels (lo, hi), got {tuple(interval)}")
     lo, hi = (float(v) for v in interval)
     if not 0 <= lo < hi:
         raise DifflabError(f"{what} interval must be 0 <= lo < hi in sigma/alpha, got {tuple(interval)}")

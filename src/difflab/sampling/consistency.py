@@ -66,10 +66,10 @@ def with_levels(schedule: Any, ts: Tensor, sigma_ratios: Sequence[float] | str) 
     if len(levels) != len(ts) - 2:
         raise DifflabError(f"sigma_ratios gives {len(levels)} noise levels; {len(ts) - 1} steps re-noise "
                            f"{len(ts) - 2} times")
-    top = float(schedule.sigma_ratio(ts[:1].to(torch.float64))[0])
-    if len(levels) and not (bool((levels > 0).all()) and bool((levels[1:] < levels[:-1]).all())
+    top, end = (float(v) for v in schedule.sigma_ratio(ts[[0, -1]].to(torch.float64)))
+    if len(levels) and not (bool((levels[1:] < levels[:-1]).all()) and float(levels[-1]) > end
                             and float(levels[0]) < top):
-        raise DifflabError(f"sigma_ratios must decrease and lie in (0, {top:.4g}) (sigma/alpha of the first "
-                           f"time), got {levels.tolist()}")
+        raise DifflabError(f"sigma_ratios must decrease and lie in ({end:.4g}, {top:.4g}) (sigma/alpha of the last "
+                           f"and first times), got {levels.tolist()}")
     mid = schedule.t_of_sigma_ratio(levels).to(ts.dtype)
     return torch.cat([ts[:1], mid.reshape(-1), ts[-1:]])
