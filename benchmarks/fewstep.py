@@ -289,7 +289,7 @@ def toy_figure(a, work: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    from difflab.cli.common import classifier_folder
+    from difflab.metrics import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", help="an existing teacher run (else one is trained with the defaults)")
     ap.add_argument("--teacher-minutes", type=float, default=10.0)

@@ -269,7 +269,7 @@ def _figure(a, work: Path, r: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from difflab.cli.common import classifier_folder
+    from difflab.metrics import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/guidance")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))

@@ -229,7 +229,7 @@ def samples_figure(a, work: Path, r: dict) -> Path:
 
 
 def main(argv=None) -> int:
-    from difflab.cli.common import classifier_folder
+    from difflab.metrics import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/latent", help="folder for runs, samples and per-phase results")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))

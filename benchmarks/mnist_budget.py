@@ -428,7 +428,7 @@ def summarise(a, work: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    from difflab.cli.common import classifier_folder
+    from difflab.metrics import classifier_folder
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/mnist_budget", help="folder for runs, samples and per-phase results")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))

@@ -41,3 +41,16 @@ def test_quick_mode_runs_every_phase_chooses_the_midpoint_on_another_seed_and_re
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "[midpoint] done before" in out and "[evaluate] done before" in out and "[midpoint] ..." not in out
+
+
+def test_a_missing_classifier_fails_at_argument_parsing(tmp_path, capsys):
+    """``--classifier`` is checked while the arguments are parsed (every MNIST benchmark uses the same type):
+    a wrong folder exits 2 in one line before any training."""
+    import pytest
+    for script in ("fewstep", "latent", "guidance", "fidelity", "mnist_budget"):
+        bench = load_script(f"benchmarks/{script}.py")
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--classifier", str(tmp_path / "nope"), "--work", str(tmp_path / script)])
+        assert e.value.code == 2, script
+        assert f"no classifier in {tmp_path / 'nope'}" in capsys.readouterr().err, script
+        assert not (tmp_path / script).exists(), script

@@ -6,7 +6,7 @@ import argparse
 from ..errors import DifflabError
 
 __all__ = ["ints", "floats", "parse_opts", "add_data_args", "add_run_args", "add_loop_args", "load_data",
-           "schedules_by_name", "add_progress_arg", "add_device_arg", "setup_device", "classifier_folder"]
+           "schedules_by_name", "add_progress_arg", "add_device_arg", "setup_device"]
 
 
 def ints(s: str) -> list[int]:
@@ -22,17 +22,6 @@ def floats(s: str) -> list[float]:
         return [float(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise DifflabError(f"expected comma-separated numbers, got {s!r}") from None
-
-
-def classifier_folder(path: str) -> str:
-    """An argparse ``type`` for a ``difflab train-classifier`` folder: it is loaded once while the arguments are
-    parsed, so a wrong path fails in one line at once, not after an hour of training."""
-    from ..metrics import load_classifier
-    try:
-        load_classifier(path)
-    except DifflabError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return path
 
 
 def parse_opts(items: list[str] | None) -> dict:

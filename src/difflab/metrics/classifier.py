@@ -25,7 +25,8 @@ from ..nn.unet import timestep_embedding
 from ..process.forward import q_sample
 from ..process.schedules import schedule_from_config
 
-__all__ = ["ModuleExtractor", "SmallCNN", "CLASSIFIERS", "train_classifier", "save_classifier", "load_classifier"]
+__all__ = ["ModuleExtractor", "SmallCNN", "CLASSIFIERS", "train_classifier", "save_classifier", "load_classifier",
+           "classifier_folder"]
 
 FORMAT = "difflab-classifier"
 
@@ -180,3 +181,15 @@ def load_classifier(path: str | os.PathLike) -> nn.Module:
     except RuntimeError as e:
         raise DifflabError(f"classifier weights in {path} do not fit classifier.json: {str(e).splitlines()[0]}") from None
     return net.eval()
+
+
+def classifier_folder(path: str) -> str:
+    """An argparse ``type`` for a ``difflab train-classifier`` folder (used by the benchmark scripts): the
+    classifier is loaded once while the arguments are parsed, so a wrong path fails in one line at once, not
+    after an hour of training."""
+    import argparse
+    try:
+        load_classifier(path)
+    except DifflabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
