@@ -180,8 +180,8 @@ def phase_train_diffusers(a, work: Path) -> dict:
         step += 1
         losses.append(loss.item())
         if bar is not None:
-            bar.n = min(now - start, budget)
-            bar.set_postfix(step=step, loss=f"{losses[-1]:.4f}", refresh=True)
+            bar.set_postfix(step=step, loss=f"{losses[-1]:.4f}", refresh=False)
+            bar.update(min(now - start, budget) - bar.n)   # redrawn every mininterval, not every step
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()

@@ -12,14 +12,22 @@ def _load():
     return load_script("benchmarks/fidelity.py")
 
 
-def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys):
+def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys, monkeypatch):
     bench = _load()
-    args = ["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "1,2"]
+    used = []
+    sample = bench.dl.sample
+    monkeypatch.setattr(bench.dl, "sample", lambda den, **kw: used.append((type(den).__name__, kw["sampler"]))
+                        or sample(den, **kw))
+    args = ["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "1,2", "--guided-samplers", "ddim,sde"]
     assert bench.main(args) == 0
     s = json.loads((tmp_path / "summary.json").read_text())["budgets"]["10"]
     assert s["train"]["steps"] == 20 and s["train"]["options"]["milestones"] == [0.3]
     assert len(list((tmp_path / "B10" / "run" / "milestones").glob("step_*"))) == 1
-    assert set(s["selection"]) == {"ddim-50", "ddim-25", "sde-50", "ag0.3-1", "ag0.3-2"}
+    assert set(s["selection"]) == {"ddim-50", "ddim-25", "sde-50", "ag0.3-1", "ag0.3-2", "ag0.3-1-sde", "ag0.3-2-sde"}
+    # the selection seed's draws, in order: the three base samplers, then autoguidance with DDIM and with the SDE
+    assert used[:7] == [("Denoiser", "ddim"), ("Denoiser", "ddim"), ("Denoiser", "dpmpp_2m_sde")] + \
+        [("Autoguidance", "ddim")] * 2 + [("Autoguidance", "dpmpp_2m_sde")] * 2
+    assert s["selection"]["ag0.3-2-sde"]["nfe"] == 4
     assert all(q["seed"] == 100 for q in s["selection"].values())
     assert set(s["reported"]) == {"ddim-50", s["chosen"]} and all(q["seed"] == 0 for q in s["reported"].values())
     # quick mode: 2 sampler steps; autoguidance at w = 1 is the model alone (1 NFE a step), above 1 both models
@@ -33,10 +41,18 @@ def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys)
     assert "[run ]" not in capsys.readouterr().out
 
 
-def test_acceptable_needs_recall_balance_and_no_copying():
+def test_acceptable_needs_recall_balance_no_copying_and_the_fd():
     bench = _load()
-    good = {"recall_vs_floor": 0.85, "class_entropy": 2.29, "nearest_train_ratio": 1.1}
+    good = {"recall_vs_floor": 0.85, "class_entropy": 2.29, "nearest_train_ratio": 1.1, "fd_samples": 20.0}
     assert bench.acceptable(good)
     assert not bench.acceptable({**good, "recall_vs_floor": 0.7})
     assert not bench.acceptable({**good, "class_entropy": 2.2})
     assert not bench.acceptable({**good, "nearest_train_ratio": 0.8})
+    assert bench.acceptable(good) and bench.acceptable(good, fd_limit=20.0)
+    assert not bench.acceptable(good, fd_limit=19.0)     # the target's FD condition: no worse than DDIM 50's
+
+
+def test_unknown_guided_sampler_is_refused_at_parsing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _load().main(["--quick", "--work", str(tmp_path), "--guided-samplers", "ddim,euler"])
+    assert e.value.code == 2 and "unknown ['euler']" in capsys.readouterr().err

@@ -17,13 +17,22 @@ QUIET_SECONDS = 30.0
 
 
 class _LineBar(tqdm):
-    """A tqdm whose every refresh is a full line (no carriage-return redraws)."""
+    """A tqdm whose every refresh is a full line (no carriage-return redraws), and whose close writes the final
+    state as one more line (tqdm's own close marks the bar disabled first and then ends the line it redrew)."""
 
-    def display(self, msg: str | None = None, pos: int | None = None) -> None:  # noqa: D401
-        if self.disable:
-            return
-        self.fp.write((msg if msg is not None else self.__str__()).strip("\r") + "\n")
-        self.fp.flush()
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:  # noqa: D401
+        text = (msg if msg is not None else self.__str__()).strip("\r")
+        if text:                     # tqdm clears a bar by displaying '': nothing to write on a line log
+            self.fp.write(text + "\n")
+            self.fp.flush()
+        return False                 # (so tqdm writes no '\r' after it)
+
+    def close(self) -> None:
+        if not self.disable and self.leave:
+            self._ema_dt = lambda: None      # the final line shows the overall rate, as tqdm's does
+            self.display()
+            self.leave = False               # tqdm's close then only "clears", which writes nothing here
+        super().close()
 
 
 def progress_bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "", unit: str = "it",

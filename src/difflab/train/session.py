@@ -274,9 +274,8 @@ class Session:
                              it_s=f"{(step - self.start_step) / max(now - self.start, 1e-9):.2f}", refresh=False)
         if self.budget_s is None:
             self.bar.update(step - self.bar.n)
-        else:
-            self.bar.n = min(now - self.start, self.budget_s)
-            self.bar.refresh()
+        else:   # an update, not n = ...; refresh(): tqdm then redraws only every mininterval (30 s off a terminal)
+            self.bar.update(min(now - self.start, self.budget_s) - self.bar.n)
         if self.cfg.sample_every and step % self.cfg.sample_every == 0 and self.main:
             self.picture(f"step_{step:07d}")
         due = milestones_due(self.milestones, self.fraction(step), self.kept)
