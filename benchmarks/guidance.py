@@ -14,15 +14,15 @@ Models (MNIST images 0-7999, ``difflab train`` defaults, this CPU alone):
 
 For each conditional model, method (CFG; CFG with the guidance interval sigma/alpha in (0.28, 5.42] of
 Kynkaanniemi et al. 2024; classifier guidance of the unconditional (null-label) model, below sigma/alpha 80) and
-scale in ``--scales``: ``--n`` samples (an equal number per class), DPM-Solver++(2M) with 20 steps on the trailing grid,
+scale in ``--scales``, and for classifier guidance of the unconditional model at ``--uncond-classifier-scales``: ``--n`` samples (an equal number per class), DPM-Solver++(2M) with 20 steps on the trailing grid,
 scored against held-out images 8000-9999 by the evaluation classifier (``--classifier``, trained here if
 missing): accuracy of the requested class, FD, precision, recall.  Autoguidance of the unconditional model:
 precision and recall against the scale.  Inpainting (left half erased, held-out digits) and 2x super-resolution
 (14x14 -> 28x28) with the unconditional model: classifier accuracy against the true labels, and PSNR for
 super-resolution, beside bicubic upsampling.
 
-Expected runtime on this 2-core CPU: about 40 minutes of training, 5 of classifiers, and about 2 minutes per
-guided setting (1000 samples x 20 steps x 2 evaluations): about 2.5 hours in all.  Each phase writes
+Expected runtime on this 2-core CPU: about 40 minutes of training, 6 of classifiers, and under a minute per
+guided setting (1000 samples x 20 steps x up to 2 evaluations; 57 settings): about 1.5 hours in all.  Each phase writes
 ``WORK/<phase>.json``; a rerun skips finished ones.  The summary is ``WORK/summary.json``, a Markdown table on
 stdout and the figure ``WORK/guidance.png``.
 """
@@ -115,6 +115,27 @@ def phase_classifiers(a, work: Path) -> dict:
     return out
 
 
+NOISE_LEVELS = (0.1, 0.3, 1.0, 3.0, 10.0)    # sigma/alpha of the noisy classifier's accuracy check
+
+
+def phase_noisy_accuracy(a, work: Path) -> dict:
+    """The noise-aware classifier's accuracy on held-out digits noised to each sigma/alpha in ``NOISE_LEVELS``
+    (one noise draw): how much class information its gradient can carry at each level."""
+    clf = load_classifier(work / "noisy_classifier")
+    sched = dl.load(work / "cond").schedule
+    held = _data(a, "ref")
+    g = torch.Generator().manual_seed(a.seed)
+    out = {}
+    for r in NOISE_LEVELS:
+        t = sched.t_of_sigma_ratio(torch.full((len(held.x),), r, dtype=torch.float64)).float()
+        alpha, sigma = sched.alpha_sigma(t)
+        x_t = alpha.view(-1, 1, 1, 1) * held.x + sigma.view(-1, 1, 1, 1) * torch.randn(held.x.shape, generator=g)
+        with torch.no_grad():
+            pred = torch.cat([clf(x_t[i:i + 500], t[i:i + 500]).argmax(1) for i in range(0, len(t), 500)])
+        out[f"{r:g}"] = float((pred == held.labels).double().mean())
+    return {"accuracy_by_sigma_ratio": out, "n": len(held.x)}
+
+
 def _eval_classifier(a, work: Path):
     return load_classifier(a.classifier or work / "eval_classifier")
 
@@ -133,9 +154,11 @@ def _score(a, work: Path, x: torch.Tensor, labels: torch.Tensor | None) -> dict:
 
 
 def phase_guide(a, work: Path, model: str, method: str, scale: float) -> dict:
+    """One guided setting: ``model`` is ``short`` / ``long`` (the conditional model at ``--minutes`` /
+    ``--long-minutes``) or ``uncond`` (the unconditional model, classifier guidance only)."""
     from difflab.guidance import ClassifierFreeGuidance, ClassifierGuidance
-    den = dl.load(work / ("cond_short" if model == "short" else "cond"))
-    k = den.num_classes
+    den = dl.load(work / {"short": "cond_short", "long": "cond", "uncond": "uncond"}[model])
+    k = den.num_classes or _data(a, "train").num_classes
     labels = torch.arange(k).repeat_interleave(math.ceil(a.n / k))[: a.n]
     if method == "classifier":
         clf = load_classifier(work / "noisy_classifier")
@@ -192,8 +215,9 @@ def phase_editing(a, work: Path) -> dict:
 
 # -- orchestration -----------------------------------------------------------------------------------
 def phases(a) -> list[tuple[str, tuple]]:
-    out = [("train_cond", ()), ("train_uncond", ()), ("classifiers", ())]
+    out = [("train_cond", ()), ("train_uncond", ()), ("classifiers", ()), ("noisy_accuracy", ())]
     out += [(f"guide_{m}_{meth}_{s:g}", (m, meth, s)) for m in ("short", "long") for meth in METHODS for s in a.scales]
+    out += [(f"guide_uncond_classifier_{s:g}", ("uncond", "classifier", s)) for s in a.uncond_classifier_scales]
     out += [(f"autoguide_{s:g}", (s,)) for s in a.auto_scales]
     return out + [("editing", ())]
 
@@ -204,7 +228,7 @@ def run(a, work: Path, name: str, args: tuple) -> dict:
     if name.startswith("autoguide_"):
         return phase_autoguide(a, work, *args)
     fn = {"train_cond": phase_train_cond, "train_uncond": phase_train_uncond, "classifiers": phase_classifiers,
-          "editing": phase_editing}[name]
+          "noisy_accuracy": phase_noisy_accuracy, "editing": phase_editing}[name]
     return fn(a, work)
 
 
@@ -226,6 +250,16 @@ def summarise(a, work: Path) -> dict:
         floor = rows[0][2]["fd_floor"]
         lines.append(f"\nbest FD {fd_best:.2f} (real-vs-real floor {floor:.2f}); target (accuracy >= 0.98 at FD <= "
                      f"1.1x best): {'met by ' + ', '.join(f'{m} w={s:g}' for m, s, _ in ok) if ok else 'NOT met'}")
+    acc = r["noisy_accuracy"]["accuracy_by_sigma_ratio"]
+    lines += ["", f"**Classifier guidance of the unconditional {a.minutes:g}-minute model** (Dhariwal & Nichol's "
+              "unconditional setting; the same noise-aware classifier, below sigma/alpha 80). The noise-aware "
+              f"classifier's accuracy on {r['noisy_accuracy']['n']} held-out digits noised to sigma/alpha "
+              + ", ".join(f"{k}: {v:.3f}" for k, v in acc.items()), "",
+              "| scale | NFE | requested-class accuracy | FD | precision | recall |", "|---|---|---|---|---|---|"]
+    for s in a.uncond_classifier_scales:
+        q = r[f"guide_uncond_classifier_{s:g}"]
+        lines.append(f"| {s:g} | {q['nfe']} | {q['class_accuracy']:.3f} | {q['fd_samples']:.2f} | "
+                     f"{q['precision_samples']:.3f} | {q['recall_samples']:.3f} |")
     lines += ["", "**Autoguidance of the unconditional model** (weak model: its EMA at 30% of the same run)", "",
               "| scale | NFE | FD | precision | recall |", "|---|---|---|---|---|"]
     for s in a.auto_scales:
@@ -259,6 +293,10 @@ def _figure(a, work: Path, r: dict) -> None:
             ax = axes[row, col]
             for meth in METHODS:
                 ax.plot(a.scales, [r[f"guide_{model}_{meth}_{s:g}"][key] for s in a.scales], marker="o", label=meth)
+            if model == "short":   # the unconditional model has the short model's budget
+                ax.plot(a.uncond_classifier_scales, [r[f"guide_uncond_classifier_{s:g}"][key]
+                                                     for s in a.uncond_classifier_scales],
+                        marker="s", ls="--", label="classifier (unconditional model)")
             ax.set(xlabel="guidance scale w", ylabel=label,
                    title=f"{a.minutes if model == 'short' else a.long_minutes:g}-min model")
             ax.grid(alpha=0.3)
@@ -278,8 +316,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="samples per guided setting")
     ap.add_argument("--n-edit", type=int, default=500, help="held-out digits for inpainting and super-resolution")
     ap.add_argument("--n-tweedie", type=int, default=100, help="of them, inpainted with the Tweedie posterior too")
-    ap.add_argument("--scales", default="0,1,1.5,2,3,5")
+    ap.add_argument("--scales", default="0,1,1.25,1.5,1.75,2,3,5")
     ap.add_argument("--auto-scales", default="1,1.5,2,3")
+    ap.add_argument("--uncond-classifier-scales", default="0,1,3,10,30",
+                    help="classifier guidance scales of the unconditional model")
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--classifier", type=classifier_folder, help="the evaluation classifier (difflab train-classifier folder); else trained here")
     ap.add_argument("--seed", type=int, default=0)
@@ -288,9 +328,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     a.scales = [float(v) for v in a.scales.split(",")]
     a.auto_scales = [float(v) for v in a.auto_scales.split(",")]
+    a.uncond_classifier_scales = [float(v) for v in a.uncond_classifier_scales.split(",")]
     if a.quick:
         a.minutes, a.long_minutes, a.n, a.n_edit, a.n_tweedie, a.batch = 0.05, 0.1, 20, 6, 2, 20
-        a.scales, a.auto_scales = [0.0, 1.0, 3.0], [1.0, 2.0]
+        a.scales, a.auto_scales, a.uncond_classifier_scales = [0.0, 1.0, 3.0], [1.0, 2.0], [0.0, 3.0]
         SAMPLER["steps"] = 3
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

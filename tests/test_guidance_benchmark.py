@@ -26,6 +26,12 @@ def test_quick_mode_runs_every_phase_and_resumes(tmp_path, capsys):
         # classifier guidance below sigma/alpha 80: the first step, at t = 1 of the trailing grid, is unguided
         assert phases[f"guide_{model}_classifier_3"]["nfe"] == 1 + 2 + 2
         assert set(summary["target"][model]) == {"best_fd", "settings_meeting_target"}
+    # classifier guidance of the unconditional model: scale 0 is the model alone, one evaluation a step
+    assert phases["guide_uncond_classifier_0"]["nfe"] == 3 and phases["guide_uncond_classifier_3"]["nfe"] == 5
+    assert phases["guide_uncond_classifier_3"]["class_accuracy"] >= 0
+    assert "Classifier guidance of the unconditional" in summary["markdown"]
+    acc = phases["noisy_accuracy"]["accuracy_by_sigma_ratio"]
+    assert list(acc) == ["0.1", "0.3", "1", "3", "10"] and all(0 <= v <= 1 for v in acc.values())
     assert {"autoguide_1", "autoguide_2", "editing"} <= set(phases)
     for png in ("guidance.png", "superres.png", "inpaint_projection.png", "inpaint_tweedie.png"):
         assert (tmp_path / png).stat().st_size > 1000, png

@@ -86,21 +86,27 @@ def downsampling_operator(factor: int) -> LinearOperator:
 def conjugate_gradient(apply: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10) -> Tensor:
     """Solve ``apply(z) = b`` for a symmetric positive semi-definite operator, per sample (CG batched over the
     first dimension), from 0; stops after ``iters`` iterations or when every residual norm is below ``tol``
-    times that of b."""
+    times that of b.  A sample whose search direction meets non-positive curvature (p^T apply(p) <= 0: the
+    operator is not positive definite there, as a learned network's Jacobian need not be) keeps the iterate it
+    has (truncated CG, Steihaug 1983) instead of taking an unbounded step."""
     dot = lambda u, v: (u * v).flatten(1).sum(1)  # noqa: E731
+    tiny = torch.finfo(b.dtype).tiny
     z, r = torch.zeros_like(b), b.clone()
     p, rr = r.clone(), dot(r, r)
-    stop = tol**2 * rr
+    active = rr > tol**2 * rr
     for _ in range(iters):
-        if bool((rr <= stop).all()):
+        if not bool(active.any()):
             break
         ap = apply(p)
-        step = rr / dot(p, ap).clamp_min(torch.finfo(b.dtype).tiny)
+        curv = dot(p, ap)
+        active = active & (curv > 0) & torch.isfinite(curv)
+        step = torch.where(active, rr / curv.clamp_min(tiny), torch.zeros_like(rr))
         z = z + expand(step, z) * p
         r = r - expand(step, r) * ap
         rr_new = dot(r, r)
-        p = r + expand(rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), p) * p
+        p = r + expand(rr_new / rr.clamp_min(tiny), p) * p
         rr = rr_new
+        active = active & (rr > tol**2 * dot(b, b))
     return z
 
 
@@ -142,11 +148,19 @@ class ConstrainedDenoiser(DenoiserWrapper):
                 (g,) = torch.autograd.grad(x0, x, v, retain_graph=True)
                 return scale * g
 
-            r = y.to(device=x0.device, dtype=x0.dtype) - self.op.A(x0.detach())
-            z = conjugate_gradient(lambda w: self.op.A(cov(self.op.adjoint(w))), r, self.cg_iters)
-            out = x0.detach() + cov(self.op.adjoint(z))
+            y = y.to(device=x0.device, dtype=x0.dtype)
+            z = conjugate_gradient(lambda w: self.op.A(cov(self.op.adjoint(w))), y - self.op.A(x0.detach()),
+                                   self.cg_iters)
+            step = cov(self.op.adjoint(z))
         self.last_nfe = n + products
-        return out
+        clip = getattr(self.inner, "clip_x0", None)
+        if clip is not None:   # no correction moves a pixel further than across the data range
+            step = step.clamp(-2 * clip, 2 * clip)
+        out = x0.detach() + step
+        # y is noiseless, so E[x0 | x_t, y] agrees with it exactly: project what is left of y - A x0' (nothing for
+        # Gaussian data once CG has converged; for a network whose Jacobian is not a covariance at this noise
+        # level CG stops at once, and this is the projection rule)
+        return out + self.op.pinv(y - self.op.A(out))
 
 
 def _left(h: int, w: int, g: torch.Generator) -> Tensor:
