@@ -213,7 +213,9 @@ def summarise(a, work: Path) -> dict:
         rep = {s: _json(work / f"{phase_name(b, s, a.seed)}.json") for s in dict.fromkeys(["ddim-50", best])}
         t = target(rep[best], rep["ddim-50"])
         floor = rep["ddim-50"]
-        lines += [f"\n**{b:g} minutes** ({tr['steps']} steps; options {json.dumps(tr['options'])}, network {json.dumps(tr['network'])})", "",
+        recipe = (f"options {json.dumps(tr['options'])}, network {json.dumps(tr['network'])}" if "options" in tr
+                  else "the defaults")     # (a record of the first version of this benchmark holds no options)
+        lines += [f"\n**{b:g} minutes** ({tr['steps']} steps; {recipe})", "",
                   f"Selection seed {a.select_seed} (every setting):", "", *head]
         lines += [_row(s, q) for s, q in sel.items()]
         lines += ["", f"Reported seed {a.seed} (real-vs-real floor: FD {floor['fd_floor']:.2f}, precision "
