@@ -294,3 +294,23 @@ def test_tweedie_rule_stays_bounded_and_consistent_when_the_jacobian_is_not_a_co
     flip = torch.tensor([[0.0, 1.0], [1.0, 0.0]])     # e^T M e = 0 along b = e_1: zero curvature at the first step
     z = conjugate_gradient(lambda v: v @ flip.T, torch.tensor([[1.0, 0.0]]), iters=5)
     assert torch.isfinite(z).all() and torch.equal(z, torch.zeros(1, 2))
+
+
+def test_truncated_cg_stops_one_sample_and_solves_the_others():
+    """A batch of three 3x3 systems: a positive definite one is solved as torch.linalg.solve solves it, while
+    an indefinite one (zero curvature along its b) and one whose operator returns inf stay at 0 - their
+    stopping must not leak NaN into the batch or move them afterwards."""
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    spd = q @ q.T + 0.5 * torch.eye(3, dtype=torch.float64)
+    indefinite = torch.diag(torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64))
+    b = torch.tensor([[1.0, -2.0, 0.5], [1.0, 1.0, 0.0], [0.3, 0.2, 0.1]], dtype=torch.float64)
+
+    def apply(v):
+        out = torch.stack([spd @ v[0], indefinite @ v[1], v[2]])
+        out[2] = float("inf")
+        return out
+
+    z = conjugate_gradient(apply, b, iters=10)
+    assert torch.allclose(z[0], torch.linalg.solve(spd, b[0]), atol=1e-10)
+    assert torch.equal(z[1:], torch.zeros(2, 3, dtype=torch.float64))

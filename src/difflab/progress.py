@@ -42,7 +42,9 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
     interactive = hasattr(stream, "isatty") and stream.isatty()
     cls = tqdm if interactive else _LineBar
     if not interactive:
-        kw.update(mininterval=quiet_seconds, dynamic_ncols=False, ncols=100, ascii=True, leave=True)
+        # maxinterval too: tqdm's monitor thread otherwise forces a redraw every 10 s once miniters has grown
+        kw.update(mininterval=quiet_seconds, maxinterval=quiet_seconds, dynamic_ncols=False, ncols=100, ascii=True,
+                  leave=True)
     else:
         kw.setdefault("dynamic_ncols", True)
     return cls(iterable, total=total, desc=desc, unit=unit, disable=not enabled, file=stream, **kw)

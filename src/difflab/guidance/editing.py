@@ -83,28 +83,33 @@ def downsampling_operator(factor: int) -> LinearOperator:
     return LinearOperator(A, adjoint, 1.0 / factor**2)
 
 
-def conjugate_gradient(apply: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10) -> Tensor:
+def conjugate_gradient(apply: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10,
+                       min_curvature: float = 1e-10) -> Tensor:
     """Solve ``apply(z) = b`` for a symmetric positive semi-definite operator, per sample (CG batched over the
     first dimension), from 0; stops after ``iters`` iterations or when every residual norm is below ``tol``
-    times that of b.  A sample whose search direction meets non-positive curvature (p^T apply(p) <= 0: the
-    operator is not positive definite there, as a learned network's Jacobian need not be) keeps the iterate it
-    has (truncated CG, Steihaug 1983) instead of taking an unbounded step."""
+    times that of b.  A sample whose search direction meets curvature p^T apply(p) / |p|^2 at or below
+    ``min_curvature`` times its first direction's (or a non-finite one) - the operator is not positive definite
+    there, as a learned network's Jacobian need not be - keeps the iterate it has (truncated CG, Steihaug 1983)
+    instead of taking an unbounded step; a stopped sample's z and r no longer change."""
     dot = lambda u, v: (u * v).flatten(1).sum(1)  # noqa: E731
     tiny = torch.finfo(b.dtype).tiny
     z, r = torch.zeros_like(b), b.clone()
     p, rr = r.clone(), dot(r, r)
     active = rr > tol**2 * rr
+    first = None
     for _ in range(iters):
         if not bool(active.any()):
             break
         ap = apply(p)
-        curv = dot(p, ap)
-        active = active & (curv > 0) & torch.isfinite(curv)
-        step = torch.where(active, rr / curv.clamp_min(tiny), torch.zeros_like(rr))
-        z = z + expand(step, z) * p
-        r = r - expand(step, r) * ap
+        rayleigh = dot(p, ap) / dot(p, p).clamp_min(tiny)
+        first = rayleigh if first is None else first
+        active = active & torch.isfinite(rayleigh) & (rayleigh > min_curvature * first.abs()) & (rayleigh > 0)
+        step = torch.where(active, rr / dot(p, ap).clamp_min(tiny), torch.zeros_like(rr))
+        keep = lambda new, old: torch.where(active.view(-1, *[1] * (old.ndim - 1)), new, old)  # noqa: E731
+        z = keep(z + expand(step, z) * p, z)
+        r = keep(r - expand(step, r) * ap, r)
         rr_new = dot(r, r)
-        p = r + expand(rr_new / rr.clamp_min(tiny), p) * p
+        p = keep(r + expand(rr_new / rr.clamp_min(tiny), p) * p, p)
         rr = rr_new
         active = active & (rr > tol**2 * dot(b, b))
     return z
