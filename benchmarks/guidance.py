@@ -41,6 +41,7 @@ import torch
 import difflab as dl
 from difflab.io import atomic_write_json
 from difflab.metrics import load_classifier, save_classifier, train_classifier
+from difflab.process.forward import q_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
@@ -128,8 +129,7 @@ def phase_noisy_accuracy(a, work: Path) -> dict:
     out = {}
     for r in NOISE_LEVELS:
         t = sched.t_of_sigma_ratio(torch.full((len(held.x),), r, dtype=torch.float64)).float()
-        alpha, sigma = sched.alpha_sigma(t)
-        x_t = alpha.view(-1, 1, 1, 1) * held.x + sigma.view(-1, 1, 1, 1) * torch.randn(held.x.shape, generator=g)
+        x_t = q_sample(sched, held.x, t, eps=torch.randn(held.x.shape, generator=g))
         with torch.no_grad():
             pred = torch.cat([clf(x_t[i:i + 500], t[i:i + 500]).argmax(1) for i in range(0, len(t), 500)])
         out[f"{r:g}"] = float((pred == held.labels).double().mean())
@@ -255,6 +255,12 @@ def run(a, work: Path, name: str, args: tuple) -> dict:
     return fn(a, work)
 
 
+def _cells(q: dict, nfe: bool = True, accuracy: bool = True) -> str:
+    """A setting's scores as Markdown table cells: [NFE |] [requested-class accuracy |] FD | precision | recall |."""
+    return ((f" {q['nfe']} |" if nfe else "") + (f" {q['class_accuracy']:.3f} |" if accuracy else "")
+            + f" {q['fd_samples']:.2f} | {q['precision_samples']:.3f} | {q['recall_samples']:.3f} |")
+
+
 def summarise(a, work: Path) -> dict:
     r = {name: _json(work / f"{name}.json") for name, _ in phases(a) + check_phases(a, work)}
     lines = []
@@ -265,8 +271,7 @@ def summarise(a, work: Path) -> dict:
                   "| method | scale | NFE | requested-class accuracy | FD | precision | recall |", "|---|---|---|---|---|---|---|"]
         rows = [(meth, s, r[f"guide_{model}_{meth}_{s:g}"]) for meth in METHODS for s in a.scales]
         for meth, s, q in rows:
-            lines.append(f"| {meth} | {s:g} | {q['nfe']} | {q['class_accuracy']:.3f} | {q['fd_samples']:.2f} | "
-                         f"{q['precision_samples']:.3f} | {q['recall_samples']:.3f} |")
+            lines.append(f"| {meth} | {s:g} |" + _cells(q))
         fd_best, ok = target_settings({(meth, s): q for meth, s, q in rows})
         best[model] = {"best_fd": fd_best, "settings_meeting_target": ok}
         floor = rows[0][2]["fd_floor"]
@@ -278,8 +283,7 @@ def summarise(a, work: Path) -> dict:
             best[model]["check"] = {"seed": a.check_seed, "best_fd": fd_c, "settings_meeting_target": ok_c}
             lines += ["", f"Drawn again with sampling seed {a.check_seed} (CFG, scales 1-2):", "",
                       "| method | scale | requested-class accuracy | FD | precision | recall |", "|---|---|---|---|---|---|"]
-            lines += [f"| {meth} | {s:g} | {q['class_accuracy']:.3f} | {q['fd_samples']:.2f} | "
-                      f"{q['precision_samples']:.3f} | {q['recall_samples']:.3f} |" for (meth, s), q in checks.items()]
+            lines += [f"| {meth} | {s:g} |" + _cells(q, nfe=False) for (meth, s), q in checks.items()]
             lines.append(f"\nseed {a.check_seed}: best FD {fd_c:.2f}; target "
                          f"{'met by ' + ', '.join(f'{m} w={s:g}' for m, s in ok_c) if ok_c else 'NOT met'}")
     acc = r["noisy_accuracy"]["accuracy_by_sigma_ratio"]
@@ -290,14 +294,12 @@ def summarise(a, work: Path) -> dict:
               "| scale | NFE | requested-class accuracy | FD | precision | recall |", "|---|---|---|---|---|---|"]
     for s in a.uncond_classifier_scales:
         q = r[f"guide_uncond_classifier_{s:g}"]
-        lines.append(f"| {s:g} | {q['nfe']} | {q['class_accuracy']:.3f} | {q['fd_samples']:.2f} | "
-                     f"{q['precision_samples']:.3f} | {q['recall_samples']:.3f} |")
+        lines.append(f"| {s:g} |" + _cells(q))
     lines += ["", "**Autoguidance of the unconditional model** (weak model: its EMA at 30% of the same run)", "",
               "| scale | NFE | FD | precision | recall |", "|---|---|---|---|---|"]
     for s in a.auto_scales:
         q = r[f"autoguide_{s:g}"]
-        lines.append(f"| {s:g} | {q['nfe']} | {q['fd_samples']:.2f} | {q['precision_samples']:.3f} | "
-                     f"{q['recall_samples']:.3f} |")
+        lines.append(f"| {s:g} |" + _cells(q, accuracy=False))
     e = r["editing"]
     lines += ["", f"**Editing** ({e['n']} held-out digits; classifier accuracy on the originals "
               f"{e['accuracy_originals']:.3f}, with the left half erased {e['accuracy_half_erased']:.3f})", "",

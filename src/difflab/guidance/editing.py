@@ -95,23 +95,25 @@ def conjugate_gradient(apply: Callable[[Tensor], Tensor], b: Tensor, iters: int,
     tiny = torch.finfo(b.dtype).tiny
     z, r = torch.zeros_like(b), b.clone()
     p, rr = r.clone(), dot(r, r)
-    active = rr > tol**2 * rr
+    stop = tol**2 * rr
+    active = rr > stop
     first = None
     for _ in range(iters):
         if not bool(active.any()):
             break
         ap = apply(p)
-        rayleigh = dot(p, ap) / dot(p, p).clamp_min(tiny)
+        curv = dot(p, ap)
+        rayleigh = curv / dot(p, p).clamp_min(tiny)
         first = rayleigh if first is None else first
         active = active & torch.isfinite(rayleigh) & (rayleigh > min_curvature * first.abs()) & (rayleigh > 0)
-        step = torch.where(active, rr / dot(p, ap).clamp_min(tiny), torch.zeros_like(rr))
+        step = torch.where(active, rr / curv.clamp_min(tiny), torch.zeros_like(rr))
         keep = lambda new, old: torch.where(active.view(-1, *[1] * (old.ndim - 1)), new, old)  # noqa: E731
         z = keep(z + expand(step, z) * p, z)
         r = keep(r - expand(step, r) * ap, r)
         rr_new = dot(r, r)
         p = keep(r + expand(rr_new / rr.clamp_min(tiny), p) * p, p)
         rr = rr_new
-        active = active & (rr > tol**2 * dot(b, b))
+        active = active & (rr > stop)
     return z
 
 
