@@ -66,6 +66,7 @@ SOLVERS = {"heun": heun_step, "ddim": ddim_step}
 METRICS = ("pseudo_huber", "l2")
 PROPOSALS = ("uniform", "lognormal")
 WEIGHTINGS = ("unit", "inverse_interval")
+DEFAULT_WEIGHTING = "inverse_interval"
 CONSISTENCY_SAMPLING = {"sampler": "consistency", "steps": 1, "grid": "trailing"}
 
 
@@ -131,7 +132,7 @@ class ConsistencyObjective:
         proposal = proposal or ("uniform" if teacher is not None else "lognormal")
         if proposal not in PROPOSALS:
             raise DifflabError(f"unknown noise-level proposal {proposal!r}; choose from {', '.join(PROPOSALS)}")
-        weighting = weighting or "inverse_interval"
+        weighting = weighting or DEFAULT_WEIGHTING
         if weighting not in WEIGHTINGS:
             raise DifflabError(f"unknown consistency weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
         if boundaries < 3 or not 2 <= s0 <= s1:
@@ -211,7 +212,7 @@ def consistency_distillation(teacher_path: str | os.PathLike, data: Dataset, out
     cfg = config or TrainConfig(steps=1000)
     method = "consistency_training" if training else "consistency"
     if not training:   # recorded, so that a CD run begun under the old unit default is not resumed under the new
-        options = {"weighting": "inverse_interval", **options}
+        options = {"weighting": DEFAULT_WEIGHTING, **options}
     record = RunRecord(out, method, str(Path(teacher_path).resolve()), {"init": init, **options}, resume)
     teacher = load_teacher(teacher_path)
     if teacher.prediction.startswith("consistency_"):
