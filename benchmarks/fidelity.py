@@ -3,7 +3,8 @@ defaults on MNIST against the real-vs-real floor, and how far each lever moves t
 
     python benchmarks/fidelity.py [--budgets 10] [--n 1000] [--classifier DIR] [--work runs/fidelity]
                                   [--train '{"ema_decay": 0.9995}'] [--network '{"channels": [32, 64, 64]}']
-                                  [--weak-fractions 0.3] [--scales 1.5,2,3]
+                                  [--weak-fractions 0.3] [--scales 1.5,2,3] [--guided-samplers ddim,sde]
+                                  [--grids default,trailing]
     python benchmarks/fidelity.py --quick --work /tmp/fidelity     # every phase at toy sizes, seconds
 
 For each budget B in ``--budgets`` (minutes of this CPU, alone): one run of the ``difflab train --data mnist``
@@ -19,7 +20,12 @@ and ``--n`` samples:
   SDE-DPM-Solver++(2M), 50 steps (the best <= 50 NFE sampler of ``benchmarks/mnist_budget.py``);
 * ``ag<F>-<W>``: autoguidance by the checkpoint at fraction F with scale W (W = 1: the model alone),
   DDIM 25 steps, two evaluations each (50 NFE); ``ag<F>-<W>-sde`` (``--guided-samplers ddim,sde``): the same
-  with SDE-DPM-Solver++(2M) 25 steps (stochastic sampling and guidance together).
+  with SDE-DPM-Solver++(2M) 25 steps (stochastic sampling and guidance together);
+* ``<setting>@<grid>`` (``--grids``): each of the above on another time grid
+  (:func:`difflab.sampling.time_grid`).  The default grid of the T = 1000 table is the leading spacing, whose
+  first step is at table index (steps - 1) T / steps (about t = 1 - 1/steps: 0.96 at 25 steps), not at t = 1
+  where the prior N(0, I) is exact; ``trailing`` starts at t = 1 (Lin et al. 2024, "Common diffusion noise
+  schedules and sample steps are flawed").
 
 Every setting is drawn with the selection seed ``--select-seed`` and scored by :func:`difflab.metrics.evaluate_samples`
 with the MNIST classifier (``--classifier``, else trained here) against held-out images 8000-9999: FD,
@@ -50,6 +56,7 @@ import torch
 
 import difflab as dl
 from difflab.io import atomic_write_json
+from difflab.sampling.grids import GRIDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
@@ -73,9 +80,11 @@ def _data(a, split: str):
 
 def settings(a) -> list[str]:
     """``ag<F>-<W>``: autoguidance with DDIM 25 (the first guided rows' name); ``ag<F>-<W>-sde``: with
-    SDE-DPM-Solver++(2M) 25."""
-    return list(BASE) + [f"ag{f:g}-{w:g}" + ("" if g == "ddim" else f"-{g}")
-                         for g in a.guided_samplers for f in a.weak_fractions for w in a.scales]
+    SDE-DPM-Solver++(2M) 25.  Each of them again on every other time grid of ``--grids`` as ``<name>@<grid>``
+    (the unsuffixed names use the ``default`` grid: for the T = 1000 table, the leading spacing)."""
+    names = list(BASE) + [f"ag{f:g}-{w:g}" + ("" if g == "ddim" else f"-{g}")
+                          for g in a.guided_samplers for f in a.weak_fractions for w in a.scales]
+    return names + [f"{s}@{grid}" for grid in a.grids if grid != "default" for s in names]
 
 
 def _steps(a, steps: int) -> int:
@@ -120,6 +129,7 @@ def draw(a, work: Path, budget: float, setting: str, seed: int) -> tuple[torch.T
     from difflab.guidance import Autoguidance
     run = work / f"B{budget:g}" / "run"
     den = dl.load(str(run))
+    setting, _, grid = setting.partition("@")
     if setting in BASE:
         sampler, steps = BASE[setting]
     else:
@@ -127,8 +137,8 @@ def draw(a, work: Path, budget: float, setting: str, seed: int) -> tuple[torch.T
         den = Autoguidance(den, _weak(run, float(f), a.weak_fractions), float(w))
         sampler, steps = GUIDED_SAMPLERS[g[0] if g else "ddim"]
     t0 = time.perf_counter()
-    res = dl.sample(den, n=a.n, sampler=sampler, steps=_steps(a, steps), seed=seed, batch_size=a.batch,
-                    progress=not a.no_progress)
+    res = dl.sample(den, n=a.n, sampler=sampler, steps=_steps(a, steps), grid=grid or "default", seed=seed,
+                    batch_size=a.batch, progress=not a.no_progress)
     return res.x, res.nfe, time.perf_counter() - t0
 
 
@@ -239,6 +249,7 @@ def main(argv=None) -> int:
     ap.add_argument("--network", default="{}", help="network options as JSON, over the defaults")
     ap.add_argument("--weak-fractions", default="0.3", help="checkpoints kept for autoguidance, fractions of the run")
     ap.add_argument("--scales", default="1.5,2,3", help="autoguidance scales")
+    ap.add_argument("--grids", default="default", help=f"time grids every setting is drawn on, of {list(GRIDS)}")
     ap.add_argument("--guided-samplers", default="ddim", help=f"samplers of the guided settings, of {sorted(GUIDED_SAMPLERS)}")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=250)
@@ -254,6 +265,9 @@ def main(argv=None) -> int:
     a.guided_samplers = [v.strip() for v in a.guided_samplers.split(",")]
     if unknown := set(a.guided_samplers) - set(GUIDED_SAMPLERS):
         ap.error(f"--guided-samplers: unknown {sorted(unknown)}; known: {sorted(GUIDED_SAMPLERS)}")
+    a.grids = [v.strip() for v in a.grids.split(",")]
+    if unknown := set(a.grids) - set(GRIDS):
+        ap.error(f"--grids: unknown {sorted(unknown)}; known: {list(GRIDS)}")
     if a.select_seed == a.seed:
         ap.error("--select-seed must differ from --seed: the setting is chosen on other noise than reported")
     if a.quick:

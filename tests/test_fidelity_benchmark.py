@@ -16,17 +16,23 @@ def test_quick_mode_selects_on_one_seed_and_reports_on_another(tmp_path, capsys,
     bench = _load()
     used = []
     sample = bench.dl.sample
+    grids = []
     monkeypatch.setattr(bench.dl, "sample", lambda den, **kw: used.append((type(den).__name__, kw["sampler"]))
-                        or sample(den, **kw))
-    args = ["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "1,2", "--guided-samplers", "ddim,sde"]
+                        or grids.append(kw["grid"]) or sample(den, **kw))
+    args = ["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "1,2", "--guided-samplers", "ddim,sde",
+            "--grids", "default,trailing"]
     assert bench.main(args) == 0
     s = json.loads((tmp_path / "summary.json").read_text())["budgets"]["10"]
     assert s["train"]["steps"] == 20 and s["train"]["options"]["milestones"] == [0.3]
     assert len(list((tmp_path / "B10" / "run" / "milestones").glob("step_*"))) == 1
-    assert set(s["selection"]) == {"ddim-50", "ddim-25", "sde-50", "ag0.3-1", "ag0.3-2", "ag0.3-1-sde", "ag0.3-2-sde"}
-    # the selection seed's draws, in order: the three base samplers, then autoguidance with DDIM and with the SDE
-    assert used[:7] == [("Denoiser", "ddim"), ("Denoiser", "ddim"), ("Denoiser", "dpmpp_2m_sde")] + \
-        [("Autoguidance", "ddim")] * 2 + [("Autoguidance", "dpmpp_2m_sde")] * 2
+    names = ["ddim-50", "ddim-25", "sde-50", "ag0.3-1", "ag0.3-2", "ag0.3-1-sde", "ag0.3-2-sde"]
+    assert list(s["selection"]) == names + [f"{n}@trailing" for n in names]
+    # the selection seed's draws, in order: the three base samplers, then autoguidance with DDIM and with the SDE,
+    # on the default grid and then all again on the trailing grid
+    assert used[:14] == 2 * ([("Denoiser", "ddim"), ("Denoiser", "ddim"), ("Denoiser", "dpmpp_2m_sde")] +
+                             [("Autoguidance", "ddim")] * 2 + [("Autoguidance", "dpmpp_2m_sde")] * 2)
+    assert grids[:14] == ["default"] * 7 + ["trailing"] * 7
+    assert s["selection"]["ag0.3-2-sde@trailing"]["nfe"] == 4
     assert s["selection"]["ag0.3-2-sde"]["nfe"] == 4
     assert all(q["seed"] == 100 for q in s["selection"].values())
     assert set(s["reported"]) == {"ddim-50", s["chosen"]} and all(q["seed"] == 0 for q in s["reported"].values())
@@ -56,3 +62,9 @@ def test_unknown_guided_sampler_is_refused_at_parsing(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         _load().main(["--quick", "--work", str(tmp_path), "--guided-samplers", "ddim,euler"])
     assert e.value.code == 2 and "unknown ['euler']" in capsys.readouterr().err
+
+
+def test_unknown_grid_is_refused_at_parsing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _load().main(["--quick", "--work", str(tmp_path), "--grids", "default,trailng"])
+    assert e.value.code == 2 and "--grids: unknown ['trailng']" in capsys.readouterr().err
