@@ -2,6 +2,7 @@
 latent side).
 
     python benchmarks/latent.py [--minutes 20] [--ae-minutes 4] [--factors 2,4] [--n 1000] [--work runs/latent]
+    python benchmarks/latent.py --pool runs/latent,runs/latent_s1,runs/latent_s2   # runs of several --seed
 
 Expected runtime on the 2-core CPU: about 75 minutes at the defaults (20 minutes of training per side
 and factor: 60; the MNIST classifier, when no ``--classifier`` is given: ~3; 1000 samples of DDIM-50:
@@ -28,7 +29,8 @@ floor: PSNR, the classifier's accuracy, and the FD of the reconstructions of the
 latent model's samples go through the same decoder, so this bounds its FD).
 
 Target (issue 16): at 20 minutes in all, latent sampling at least 3x faster per image and FD at most
-1.2x the pixel model's.  Every phase writes ``WORK/<phase>.json``; a rerun skips finished phases.
+1.2x the pixel model's.  One run is one training seed; ``--pool WORK1,WORK2,...`` pools finished runs that
+differ only in ``--seed`` (the target on the mean FDs and the mean speed-up).  Every phase writes ``WORK/<phase>.json``; a rerun skips finished phases.
 The summary goes to ``WORK/summary.json`` and, as Markdown, to stdout.
 """
 from __future__ import annotations
@@ -212,6 +214,50 @@ def summarise(a, work: Path) -> dict:
     return summary
 
 
+SAME = ("minutes", "ae_minutes", "n", "sampler", "steps", "classifier", "data_dir", "quick")
+
+
+def pool(works: list[Path]) -> dict:
+    """Finished runs of this benchmark that differ only in ``--seed`` (training and sampling seed), pooled.
+
+    Per factor f present in every run: each seed's pixel FD, latent FD, their ratio and the sampling speed-up,
+    then the means.  The pooled target compares mean FDs, mean latent FD <= 1.2 x mean pixel FD, and needs the
+    mean speed-up >= 3: a ratio of means, since one seed's FD varies by several units across training seeds.
+    """
+    runs = []
+    for w in works:
+        if not (w / "summary.json").is_file():
+            raise SystemExit(f"--pool: {w} has no summary.json (run the benchmark there to the end first)")
+        runs.append(json.loads((w / "summary.json").read_text()))
+    def same(k, u, v):   # paths compare resolved: the same data reached through a link is the same data
+        return u == v or (k in ("data_dir", "classifier") and None not in (u, v) and Path(u).resolve() == Path(v).resolve())
+
+    for w, r in zip(works[1:], runs[1:]):
+        if diff := [k for k in SAME if not same(k, r["args"].get(k), runs[0]["args"].get(k))]:
+            raise SystemExit(f"--pool: {w} differs from {works[0]} in {', '.join(diff)}, not only in the seed")
+    seeds = [r["args"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--pool: the runs' seeds {seeds} repeat")
+    common = sorted(set.intersection(*(set(r["targets"]) for r in runs)), key=int)
+    lines, out = [], {"works": [str(w) for w in works], "seeds": seeds, "factors": {}}
+    for f in common:
+        px = [r["phases"]["eval:pixels"]["fd_samples"] for r in runs]
+        lat = [r["phases"][f"eval:latent_f{f}"]["fd_samples"] for r in runs]
+        speed = [r["targets"][f]["speedup"] for r in runs]
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        ratio = mean(lat) / mean(px)
+        met = ratio <= 1.2 and mean(speed) >= 3
+        lines += [f"\nf={f}:", "", "| seed | pixel FD | latent FD | FD ratio | sampling speed-up |", "|---|---|---|---|---|"]
+        lines += [f"| {s} | {p:.2f} | {q:.2f} | {q / p:.2f} | {v:.2f}x |" for s, p, q, v in zip(seeds, px, lat, speed)]
+        lines += [f"| mean | {mean(px):.2f} | {mean(lat):.2f} | {ratio:.2f} (of the means) | {mean(speed):.2f}x |", "",
+                  f"f={f} over {len(runs)} seeds: sampling {mean(speed):.2f}x faster (target >= 3), mean FD "
+                  f"{ratio:.2f}x the pixel model's (target <= 1.2): {'met' if met else 'NOT met'}"]
+        out["factors"][f] = {"pixel_fd": px, "latent_fd": lat, "speedup": speed, "fd_ratio_of_means": ratio,
+                             "mean_speedup": mean(speed), "met": met}
+    out["markdown"] = "\n".join(lines)
+    return out
+
+
 def samples_figure(a, work: Path, r: dict) -> Path:
     """The first 64 samples of each model side by side, titled with FD and sampling time: WORK/samples.png."""
     import numpy as np
@@ -244,7 +290,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny sizes on 8x8 digits, seconds (a test of the script)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--pool", help="comma-separated work folders of finished runs that differ only in --seed: "
+                                   "per-seed and pooled table, written to WORK/pooled.json (nothing is run)")
     a = ap.parse_args(argv)
+    if a.pool:
+        res = pool([Path(p.strip()) for p in a.pool.split(",") if p.strip()])
+        Path(a.work).mkdir(parents=True, exist_ok=True)
+        (Path(a.work) / "pooled.json").write_text(json.dumps(res, indent=1))
+        print(res["markdown"])
+        return 0
     if a.quick:
         a.minutes, a.ae_minutes, a.n, a.steps, a.sample_batch = 0.15, 0.01, 20, 2, 20   # room for a loaded machine
     work = Path(a.work)

@@ -172,3 +172,39 @@ def test_benchmark_runs_end_to_end_in_quick_mode(tmp_path, monkeypatch, capsys):
     assert s["phases"]["sample:latent_f4"]["nfe"] == 2 and set(s["targets"]) == {"4"}
     assert "FD of reconstructions (floor)" in capsys.readouterr().out
     assert s["figure"] == str(tmp_path / "w" / "samples.png") and (tmp_path / "w" / "samples.png").stat().st_size > 5000
+
+
+def _summary(work, seed, px_fd, lat_fd, speed, **args):
+    work.mkdir(parents=True)
+    base = {"minutes": 20.0, "ae_minutes": 4.0, "n": 1000, "sampler": "ddim", "steps": 50, "classifier": "c",
+            "data_dir": "d", "quick": False, "seed": seed, **args}
+    s = {"args": base, "phases": {"eval:pixels": {"fd_samples": px_fd}, "eval:latent_f4": {"fd_samples": lat_fd}},
+         "targets": {"4": {"speedup": speed, "fd_ratio": lat_fd / px_fd, "met": False}}}
+    (work / "summary.json").write_text(json.dumps(s))
+    return work
+
+
+def test_pool_compares_mean_fds_over_seeds_and_refuses_runs_that_differ(tmp_path, capsys):
+    """--pool: the target on the ratio of the mean FDs and the mean speed-up; runs that differ in anything but
+    the seed, repeat a seed or are unfinished are refused by name."""
+    from bench_support import load_script
+    bench = load_script("benchmarks/latent.py")
+    # one seed alone misses (1.30), the pool meets: (24 + 20 + 22) / (20 + 18 + 18) = 66 / 56 = 1.179
+    w = [_summary(tmp_path / "s0", 0, 20.0, 26.0, 3.5), _summary(tmp_path / "s1", 1, 18.0, 20.0, 3.7),
+         _summary(tmp_path / "s2", 2, 18.0, 20.0, 3.6)]
+    assert bench.main(["--pool", ",".join(map(str, w)), "--work", str(tmp_path / "out")]) == 0
+    p = json.loads((tmp_path / "out" / "pooled.json").read_text())["factors"]["4"]
+    assert p["fd_ratio_of_means"] == pytest.approx(66 / 56) and p["met"]
+    assert p["mean_speedup"] == pytest.approx(3.6) and p["pixel_fd"] == [20.0, 18.0, 18.0]
+    assert "| 0 | 20.00 | 26.00 | 1.30 | 3.50x |" in capsys.readouterr().out
+    assert not bench.pool(w[:1])["factors"]["4"]["met"]
+    slow = _summary(tmp_path / "slow", 3, 18.0, 18.0, 2.0)
+    assert not bench.pool([w[1], slow])["factors"]["4"]["met"]            # FD fine, mean speed-up 2.85 < 3
+    (tmp_path / "link").symlink_to(tmp_path)                               # the same data through a link: one data set
+    linked = _summary(tmp_path / "linked", 5, 18.0, 18.0, 3.6, data_dir=str(tmp_path / "link"))
+    assert bench.pool([_summary(tmp_path / "direct", 6, 18.0, 18.0, 3.6, data_dir=str(tmp_path)), linked])
+    other = _summary(tmp_path / "other", 4, 18.0, 18.0, 3.6, ae_minutes=2.0)
+    for works, msg in (([w[0], other], "differs from"), ([w[0], w[0]], "repeat"),
+                       ([w[0], tmp_path / "nothing"], "has no summary.json")):
+        with pytest.raises(SystemExit, match=msg):
+            bench.pool(works)
