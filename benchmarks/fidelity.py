@@ -249,7 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--network", default="{}", help="network options as JSON, over the defaults")
     ap.add_argument("--weak-fractions", default="0.3", help="checkpoints kept for autoguidance, fractions of the run")
     ap.add_argument("--scales", default="1.5,2,3", help="autoguidance scales")
-    ap.add_argument("--grids", default="default", help=f"time grids every setting is drawn on, of {list(GRIDS)}")
+    ap.add_argument("--grids", default="default", help=f"time grids each setting is drawn on as well, of {list(GRIDS)} "
+                                                       "(the default grid always)")
     ap.add_argument("--guided-samplers", default="ddim", help=f"samplers of the guided settings, of {sorted(GUIDED_SAMPLERS)}")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=250)

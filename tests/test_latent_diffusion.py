@@ -189,7 +189,7 @@ def test_pool_compares_mean_fds_over_seeds_and_refuses_runs_that_differ(tmp_path
     the seed, repeat a seed or are unfinished are refused by name."""
     from bench_support import load_script
     bench = load_script("benchmarks/latent.py")
-    # one seed alone misses (1.30), the pool meets: (24 + 20 + 22) / (20 + 18 + 18) = 66 / 56 = 1.179
+    # one seed alone misses (1.30), the pool meets: (26 + 20 + 20) / (20 + 18 + 18) = 66 / 56 = 1.179
     w = [_summary(tmp_path / "s0", 0, 20.0, 26.0, 3.5), _summary(tmp_path / "s1", 1, 18.0, 20.0, 3.7),
          _summary(tmp_path / "s2", 2, 18.0, 20.0, 3.6)]
     assert bench.main(["--pool", ",".join(map(str, w)), "--work", str(tmp_path / "out")]) == 0
@@ -202,9 +202,12 @@ def test_pool_compares_mean_fds_over_seeds_and_refuses_runs_that_differ(tmp_path
     assert not bench.pool([w[1], slow])["factors"]["4"]["met"]            # FD fine, mean speed-up 2.85 < 3
     (tmp_path / "link").symlink_to(tmp_path)                               # the same data through a link: one data set
     linked = _summary(tmp_path / "linked", 5, 18.0, 18.0, 3.6, data_dir=str(tmp_path / "link"))
-    assert bench.pool([_summary(tmp_path / "direct", 6, 18.0, 18.0, 3.6, data_dir=str(tmp_path)), linked])
+    direct = _summary(tmp_path / "direct", 6, 18.0, 18.0, 3.6, data_dir=str(tmp_path))
+    assert bench.pool([direct, linked])["factors"]["4"]["fd_ratio_of_means"] == pytest.approx(1.0)
     other = _summary(tmp_path / "other", 4, 18.0, 18.0, 3.6, ae_minutes=2.0)
+    edge = _summary(tmp_path / "edge", 7, 10.0, 12.0, 3.0)                  # exactly on both limits: met
+    assert bench.pool([edge])["factors"]["4"]["met"]
     for works, msg in (([w[0], other], "differs from"), ([w[0], w[0]], "repeat"),
-                       ([w[0], tmp_path / "nothing"], "has no summary.json")):
+                       ([w[0], tmp_path / "nothing"], "has no summary.json"), ([], "no work folders")):
         with pytest.raises(SystemExit, match=msg):
             bench.pool(works)
