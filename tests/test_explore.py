@@ -343,14 +343,18 @@ def test_command_refuses_a_busy_port_before_opening_anything(tmp_path, capsys, m
     assert list(tmp_path.iterdir()) == []          # no model was trained or cached
 
 
-def test_command_serves_until_ctrl_c_and_stops_first_use_training(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_command_serves_until_ctrl_c_and_stops_first_use_training(tmp_path, sig):
+    """Ctrl-C or ``kill`` stops the server, cancels the first-use training and leaves nothing behind, also when
+    the process starts with SIGINT ignored (``&`` in a non-interactive shell: how CI scripts start pytest)."""
     import signal
     import subprocess
     import sys
     import urllib.request
     env = {**os.environ, "DIFFLAB_CACHE": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "difflab", "explore", str(FIXED), "--port", "0", "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = [proc.stdout.readline() for _ in range(2)]
         assert lines[0].startswith("toy: training the built-in checkerboard model on first use")
@@ -361,7 +365,7 @@ def test_command_serves_until_ctrl_c_and_stops_first_use_training(tmp_path):
         while not list((tmp_path / "explore").glob(".tmp-checkerboard-*")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list((tmp_path / "explore").glob(".tmp-checkerboard-*"))     # training into a temporary folder
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         assert proc.wait(30) == 0
         assert proc.stdout.read() == "stopping\n"
     finally:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -186,6 +187,7 @@ def serve(run: str | os.PathLike | None = None, host: str = "127.0.0.1", port: i
     if open_browser:
         import webbrowser
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
+    old = _stop_on_signals()
     try:
         server.serve_forever(poll_interval=0.25)
     except KeyboardInterrupt:
@@ -193,3 +195,19 @@ def serve(run: str | os.PathLike | None = None, host: str = "127.0.0.1", port: i
     finally:
         server.server_close()
         explorer.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Ctrl-C (SIGINT) and ``kill`` (SIGTERM) both stop the server cleanly: first-use training is cancelled and
+    its temporary folder removed.  SIGINT is taken even where the process started with it ignored (``&`` in a
+    script, ``nohup``), as ``difflab train`` does, since the page and the log say "Ctrl-C to stop".  Returns
+    the handlers to put back (none off the main thread, where Python allows no handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
