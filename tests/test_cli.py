@@ -50,6 +50,31 @@ def test_train_sample_forward_end_to_end(tmp_path, capsys):
         assert Image.open(tmp_path / f).size[0] > 100
 
 
+def test_train_defaults_are_the_fidelity_recipe_and_print_the_autoguided_command(tmp_path, capsys):
+    """Batch 32 and a milestone at 30 % of the budget (the weak model of autoguidance) unless told otherwise;
+    the run ends with the autoguided sampling command, which works as printed."""
+    run = tmp_path / "run"
+    base = ["train", "--data", "digits", "--index-range", "0:64", "--steps", "10", "--channels", "8,16",
+            "--no-progress", "--sample-every", "0"]
+    assert main(base + ["--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    training = json.loads((run / "run.json").read_text())["training"]
+    assert training["batch_size"] == 32 and training["milestones"] == [0.3]
+    assert [p.name for p in (run / "milestones").iterdir()] == ["step_0000003"]
+    hint = [ln for ln in out.splitlines() if ln.startswith("autoguided samples")]
+    assert len(hint) == 1
+    cmd = hint[0].split(": ", 1)[1].split()
+    assert cmd[:3] == ["difflab", "sample", str(run)] and cmd[cmd.index("--autoguide") + 1] == str(
+        run / "milestones" / "step_0000003")
+    assert main(cmd[1:] + ["--n", "4", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert (tmp_path / "s" / "dpmpp_2m_sde_25_seed0.npz").exists()
+    assert main(base + ["--batch-size", "8", "--milestones", "none", "--out", str(tmp_path / "r2")]) == 0
+    training = json.loads((tmp_path / "r2" / "run.json").read_text())["training"]
+    assert training["batch_size"] == 8 and training["milestones"] == []
+    assert not (tmp_path / "r2" / "milestones").exists()
+    assert "autoguided samples" not in capsys.readouterr().out
+
+
 def test_user_errors(tmp_path, capsys):
     assert "MNIST folder not found" in _err(capsys, *TRAIN, "--data", "mnist", "--data-dir", tmp_path / "nope",
                                             "--out", tmp_path / "r")

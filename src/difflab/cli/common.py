@@ -5,7 +5,7 @@ import argparse
 
 from ..errors import DifflabError
 
-__all__ = ["ints", "floats", "parse_opts", "add_data_args", "add_run_args", "add_loop_args", "load_data",
+__all__ = ["ints", "floats", "milestones_arg", "parse_opts", "add_data_args", "add_run_args", "add_loop_args", "load_data",
            "schedules_by_name", "add_progress_arg", "add_device_arg", "setup_device"]
 
 
@@ -22,6 +22,13 @@ def floats(s: str) -> list[float]:
         return [float(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise DifflabError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def milestones_arg(text: str | None, default: tuple[float, ...] = ()) -> tuple[float, ...]:
+    """``--milestones``: ``"0.25,0.5"`` -> (0.25, 0.5); ``"none"`` -> (); not given -> the trainer's default."""
+    if text is None:
+        return tuple(default)
+    return () if text.strip().lower() == "none" else tuple(floats(text))
 
 
 def parse_opts(items: list[str] | None) -> dict:
@@ -72,14 +79,16 @@ def add_run_args(p: argparse.ArgumentParser, out_help: str = "run folder (checkp
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
 
 
-def add_loop_args(p: argparse.ArgumentParser, sample_every: int, sample_help: str = "sample grids") -> None:
-    """The trainer options every trainer shares: seed, pictures, checkpoints, milestones, progress."""
+def add_loop_args(p: argparse.ArgumentParser, sample_every: int, sample_help: str = "sample grids",
+                  milestones: str = "none") -> None:
+    """The trainer options every trainer shares: seed, pictures, checkpoints, milestones (``milestones``: what
+    the default is, for the help), progress."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-every", type=int, default=sample_every, help=f"steps between {sample_help} (0: end only)")
     p.add_argument("--ckpt-every-minutes", type=float, default=5.0)
     p.add_argument("--milestones", metavar="F,F,...",
                    help="fractions of the budget whose checkpoints are also kept in RUN/milestones (e.g. 0.25,0.5,1), "
-                        "for quality against training time (difflab compare)")
+                        f"for quality against training time (difflab compare); default {milestones}")
     add_progress_arg(p)
 
 

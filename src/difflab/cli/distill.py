@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..errors import DifflabError
-from .common import add_data_args, add_loop_args, floats, load_data
+from .common import add_data_args, add_loop_args, load_data, milestones_arg
 
 NAME = "distill"
 HELP = "distil a trained run into a few-step student (progressive, consistency, reflow)"
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                       warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed, sample_every=args.sample_every,
                       ckpt_every_minutes=args.ckpt_every_minutes, progress=not args.no_progress,
-                      milestones=tuple(floats(args.milestones)) if args.milestones else ())
+                      milestones=milestones_arg(args.milestones))
     res = distill(args.teacher, args.out, args.method, data=data, config=cfg, resume=args.resume, **options)
     results = res if isinstance(res, list) else [res]
     last = results[-1] if results else None

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..errors import DifflabError
-from .common import add_device_arg, add_loop_args, add_run_args, floats, ints, load_data, setup_device
+from .common import (add_device_arg, add_loop_args, add_run_args, floats, ints, load_data, milestones_arg,
+                     setup_device)
 
 NAME = "train"
 HELP = "train a diffusion model"
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers-per-block", type=int)
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
     p.add_argument("--dropout", type=float)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="default 32 (chosen on MNIST at 10 CPU minutes, BENCHMARKS.md)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--adam-betas", metavar="B1,B2", help="AdamW betas (default 0.9,0.999)")
@@ -66,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image batches and convolutions in channels-last (NHWC) layout (faster on GPUs)")
     add_device_arg(p)
     p.add_argument("--log-every", type=int, default=25, help="steps per log.jsonl record (averaged over them)")
-    add_loop_args(p, sample_every=1000)
+    add_loop_args(p, sample_every=1000, milestones="0.3: the weak model of autoguidance (none: no milestones)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {type(den.net).__name__} {widths}, {n_params / 1e6:.2f}M parameters; "
           f"schedule {den.schedule!r}; prediction {den.prediction}"
           + (f"; conditional on {den.num_classes} classes" if den.num_classes else ""))
-    cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+    cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size or TrainConfig.batch_size,
+                      lr=args.lr,
                       weight_decay=args.weight_decay,
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
                       warmup=args.warmup, lr_schedule=args.lr_schedule,
@@ -125,9 +128,13 @@ def run(args: argparse.Namespace) -> int:
                       cond_drop=args.cond_drop,
                       seed=args.seed, sample_every=args.sample_every, ckpt_every_minutes=args.ckpt_every_minutes,
                       log_every=args.log_every,
-                      milestones=tuple(floats(args.milestones)) if args.milestones else (),
+                      milestones=milestones_arg(args.milestones, TrainConfig.milestones),
                       progress=not args.no_progress)
     res = train(den, data, args.out, cfg, resume=args.resume)
     print(json.dumps({"step": res.step, "seconds": round(res.seconds, 1), "it_per_s": round(res.it_per_s, 3),
                       "final_loss": round(res.final_loss, 5), "checkpoint": str(res.checkpoint)}))
+    weak = sorted(Path(args.out, "milestones").glob("step_*"))
+    if weak and not den.num_classes and data.kind == "images" and not res.interrupted:
+        print(f"autoguided samples (the MNIST recipe of BENCHMARKS.md): difflab sample {args.out} --autoguide "
+              f"{weak[0]} --guidance 3 --sampler dpmpp_2m_sde --steps 25")
     return 130 if res.interrupted else 0

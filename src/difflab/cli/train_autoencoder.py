@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import DifflabError
-from .common import add_loop_args, add_run_args, floats, ints
+from .common import add_loop_args, add_run_args, ints, milestones_arg
 
 NAME = "train-autoencoder"
 HELP = "train a KL autoencoder (the latent space of difflab train --latent)"
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                  feature_weight=args.feature_weight if feature_net is not None else 0.0,
                                  seed=args.seed, sample_every=args.sample_every,
                                  ckpt_every_minutes=args.ckpt_every_minutes, progress=not args.no_progress,
-                                 milestones=tuple(floats(args.milestones)) if args.milestones else ())
+                                 milestones=milestones_arg(args.milestones))
     res = train_autoencoder(net, data, args.out, cfg, resume=args.resume,
                             features=None if feature_net is None else feature_net.features,
                             feature_info={"classifier": args.feature_loss} if args.feature_loss else None,

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..errors import DifflabError
-from .common import add_loop_args, add_run_args, floats, load_data
+from .common import add_loop_args, add_run_args, load_data, milestones_arg
 from .train import _betas
 
 NAME = "train-gan"
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                     r1_gamma=args.r1_gamma, r1_every=args.r1_every, ema_decay=args.ema_decay,
                     latent_dim=args.latent_dim, width=args.width, seed=args.seed, sample_every=args.sample_every,
                     ckpt_every_minutes=args.ckpt_every_minutes, keep=args.keep,
-                    milestones=tuple(floats(args.milestones)) if args.milestones else (),
+                    milestones=milestones_arg(args.milestones),
                     progress=not args.no_progress)
     res = train_gan(data, args.out, cfg, resume=args.resume)
     params = sum(p.numel() for p in res.generator.net.parameters())

@@ -50,8 +50,14 @@ __all__ = ["TrainConfig", "TrainResult", "Objective", "lr_at", "train", "LR_SCHE
 
 @dataclass
 class TrainConfig(LoopConfig):
-    """Options of :func:`train` (those of every trainer in :class:`~.session.LoopConfig`)."""
+    """Options of :func:`train` (those of every trainer in :class:`~.session.LoopConfig`).
 
+    Two defaults differ from the other trainers', chosen on MNIST at 10 CPU minutes (BENCHMARKS.md, "Sample
+    fidelity per CPU-minute"): batch 32 (twice the steps of batch 64 in the same time), and a milestone at 30 %
+    of the budget, the weak model of autoguidance (``difflab sample RUN --autoguide RUN/milestones/step_N``)."""
+
+    batch_size: int = 32
+    milestones: tuple[float, ...] = (0.3,)
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     posthoc_ema: tuple[float, ...] = ()  # relative lengths of power-function EMAs saved for post-hoc EMA (0.05, 0.1)
