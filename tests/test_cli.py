@@ -73,6 +73,12 @@ def test_train_defaults_are_the_fidelity_recipe_and_print_the_autoguided_command
     assert training["batch_size"] == 8 and training["milestones"] == []
     assert not (tmp_path / "r2" / "milestones").exists()
     assert "autoguided samples" not in capsys.readouterr().out
+    # a resume keeps the run's own batch (not today's default)
+    resume = [a if a != "10" else "12" for a in base] + ["--resume", "--out", str(tmp_path / "r2")]
+    assert main(resume) == 0
+    training = json.loads((tmp_path / "r2" / "run.json").read_text())["training"]
+    assert training["batch_size"] == 8 and training["steps"] == 12
+    assert "must be >= 1" in _err(capsys, *base, "--batch-size", "0", "--out", tmp_path / "r3")
 
 
 def test_user_errors(tmp_path, capsys):
@@ -94,7 +100,7 @@ def test_user_errors(tmp_path, capsys):
     assert main(TRAIN + ["--data", "digits", "--index-range", "0:32", "--out", str(run)]) == 0
     capsys.readouterr()
     assert "unknown sampler 'foo'" in _err(capsys, "sample", run, "--sampler", "foo", "--no-progress")
-    ck = next((run / "checkpoints").glob("step_*"))
+    ck = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()   # the one sample opens
     (ck / "model.safetensors").write_bytes(b"\0" * 10)
     (ck / "ema.safetensors").write_bytes(b"\0" * 10)
     assert "corrupt or truncated" in _err(capsys, "sample", run, "--no-progress")

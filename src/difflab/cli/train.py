@@ -22,6 +22,20 @@ def _betas(text: str) -> tuple[float, float]:
     return b1, b2
 
 
+def _batch_size(args: argparse.Namespace, default: int) -> int:
+    """``--batch-size``, else on ``--resume`` the batch the run was trained with (its ``run.json``), else the
+    default."""
+    if args.batch_size is not None:
+        return args.batch_size
+    record = Path(args.out, "run.json")
+    if args.resume and record.is_file():
+        from ..io import read_json
+        b = read_json(record, "run record").get("training", {}).get("batch_size")
+        if isinstance(b, int):
+            return b
+    return default
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_args(p, "run folder (checkpoints, logs, sample grids)", audio=True)
     p.add_argument("--representation", choices=["mel", "wave"], default="mel",
@@ -51,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers-per-block", type=int)
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
     p.add_argument("--dropout", type=float)
-    p.add_argument("--batch-size", type=int, help="default 32 (chosen on MNIST at 10 CPU minutes, BENCHMARKS.md)")
+    p.add_argument("--batch-size", type=int,
+                   help="default 32 (BENCHMARKS.md, sample fidelity), or with --resume the run's own")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--adam-betas", metavar="B1,B2", help="AdamW betas (default 0.9,0.999)")
@@ -114,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {type(den.net).__name__} {widths}, {n_params / 1e6:.2f}M parameters; "
           f"schedule {den.schedule!r}; prediction {den.prediction}"
           + (f"; conditional on {den.num_classes} classes" if den.num_classes else ""))
-    cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch_size or TrainConfig.batch_size,
+    cfg = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=_batch_size(args, TrainConfig.batch_size),
                       lr=args.lr,
                       weight_decay=args.weight_decay,
                       adam_betas=_betas(args.adam_betas) if args.adam_betas else TrainConfig.adam_betas,
@@ -134,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"step": res.step, "seconds": round(res.seconds, 1), "it_per_s": round(res.it_per_s, 3),
                       "final_loss": round(res.final_loss, 5), "checkpoint": str(res.checkpoint)}))
     weak = sorted(Path(args.out, "milestones").glob("step_*"))
-    if weak and not den.num_classes and data.kind == "images" and not res.interrupted:
+    if (weak and cfg.milestones and min(cfg.milestones) < 1 and not args.resume and not res.interrupted
+            and not den.num_classes and data.kind == "images"):   # an unconditional image model, one run
         print(f"autoguided samples (the MNIST recipe of BENCHMARKS.md): difflab sample {args.out} --autoguide "
               f"{weak[0]} --guidance 3 --sampler dpmpp_2m_sde --steps 25")
     return 130 if res.interrupted else 0
