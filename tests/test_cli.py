@@ -51,7 +51,7 @@ def test_train_sample_forward_end_to_end(tmp_path, capsys):
 
 
 def test_train_defaults_are_the_fidelity_recipe_and_print_the_autoguided_command(tmp_path, capsys):
-    """Batch 32 and a milestone at 30 % of the budget (the weak model of autoguidance) unless told otherwise;
+    """Batch 64 and a milestone at 30 % of the budget (the weak model of autoguidance) unless told otherwise;
     the run ends with the autoguided sampling command, which works as printed."""
     run = tmp_path / "run"
     base = ["train", "--data", "digits", "--index-range", "0:64", "--steps", "10", "--channels", "8,16",
@@ -59,7 +59,7 @@ def test_train_defaults_are_the_fidelity_recipe_and_print_the_autoguided_command
     assert main(base + ["--out", str(run)]) == 0
     out = capsys.readouterr().out
     training = json.loads((run / "run.json").read_text())["training"]
-    assert training["batch_size"] == 32 and training["milestones"] == [0.3]
+    assert training["batch_size"] == 64 and training["milestones"] == [0.3]
     assert [p.name for p in (run / "milestones").iterdir()] == ["step_0000003"]
     hint = [ln for ln in out.splitlines() if ln.startswith("autoguided samples")]
     assert len(hint) == 1

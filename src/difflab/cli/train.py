@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
     p.add_argument("--dropout", type=float)
     p.add_argument("--batch-size", type=int,
-                   help="default 32 (BENCHMARKS.md, sample fidelity), or with --resume the run's own")
+                   help="default 64, or with --resume the run's own")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--adam-betas", metavar="B1,B2", help="AdamW betas (default 0.9,0.999)")
