@@ -9,8 +9,7 @@ on MNIST against the teacher's best samplers, and a figure of their trajectories
 MNIST (``../shared/data/mnist``, images 0-7999 for training, 8000-9999 held out):
 
 * **teacher**: ``--teacher RUN`` (its training time read from its ``log.jsonl``), or trained here with the
-  ``difflab train`` defaults (UNet 16/32/64, cosine table, v-prediction, min-SNR-5; batch 64, the default when the
-  recorded numbers were measured) for ``--teacher-minutes``;
+  ``difflab train`` defaults (UNet 16/32/64, cosine table, v-prediction, min-SNR-5) for ``--teacher-minutes``;
   its training time is the budget unit.
 * **methods**, each given ``--budget-minutes`` (default: the teacher's own training time, the target's
   limit), counted in full (pairs, teacher calls, checkpoints): progressive distillation (``--pd-rounds``
@@ -86,10 +85,9 @@ def load_data(a, part: str):
 
 def train_config(a, minutes=None, steps=None, **kw):
     from difflab.train import TrainConfig
-    # batch 64 and no milestones: the difflab train defaults when BENCHMARKS.md's numbers were measured
+    # no milestones, as when BENCHMARKS.md's numbers were measured (difflab train keeps one at 30 % by default)
     return TrainConfig(minutes=minutes, steps=steps, seed=a.seed, progress=not a.no_progress, sample_every=0,
-                       milestones=(), **({"sample_n": 4, "sample_steps": 2, "batch_size": 16} if a.quick else
-                                         {"batch_size": 64}), **kw)
+                       milestones=(), **({"sample_n": 4, "sample_steps": 2, "batch_size": 16} if a.quick else {}), **kw)
 
 
 # -- phases --------------------------------------------------------------------------------------------

@@ -79,9 +79,9 @@ def _train(a, out: Path, minutes: float, conditional: bool, resume: bool = False
             net["channels"] = [8, 16]
         den = dl.create_denoiser(data.shape, net, seed=a.seed)
     budget = {"steps": max(2, int((total or minutes) * 60))} if a.quick else {"minutes": minutes}
-    # batch 64 and no milestones: the difflab train defaults when BENCHMARKS.md's numbers were measured
+    # no milestones, as when BENCHMARKS.md's numbers were measured (difflab train keeps one at 30 % by default)
     res = dl.train(den, data, out, resume=resume, seed=a.seed, progress=not a.no_progress, sample_every=0,
-                   batch_size=64, milestones=(), **budget)
+                   milestones=(), **budget)
     return {"steps": res.step, "seconds": res.seconds, "it_per_s": res.it_per_s}
 
 

@@ -5,8 +5,8 @@ import argparse
 
 from ..errors import DifflabError
 
-__all__ = ["ints", "floats", "milestones_arg", "parse_opts", "add_data_args", "add_run_args", "add_loop_args", "load_data",
-           "schedules_by_name", "add_progress_arg", "add_device_arg", "setup_device"]
+__all__ = ["ints", "floats", "milestones_arg", "parse_opts", "add_data_args", "add_run_args", "add_loop_args",
+           "load_data", "schedules_by_name", "add_progress_arg", "add_device_arg", "setup_device"]
 
 
 def ints(s: str) -> list[int]:

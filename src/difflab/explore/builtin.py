@@ -58,7 +58,7 @@ BUILTINS: dict[str, Recipe] = {
         "UNet on scikit-learn's 8x8 digits (the demo's model)",
         data={"source": "digits"},
         model={"schedule": "cosine", "timesteps": 1000, "prediction": "v", "clip_x0": 1.0, "seed": 0},
-        train={"steps": 1500, "minutes": 2.0, "batch_size": 64, "milestones": (), "seed": 0}),
+        train={"steps": 1500, "minutes": 2.0, "milestones": (), "seed": 0}),
     "checkerboard": Recipe(
         "MLP on the 2-D checkerboard",
         data={"source": "toy2d", "name": "checkerboard"},
