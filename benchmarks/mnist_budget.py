@@ -26,10 +26,11 @@ parameter count; each its own AdamW settings:
   the difflab row, the network.
 
 Samplers are chosen, then reported, on different sampling seeds: 1000 samples of each with each candidate
-sampler at <= 50 NFE (difflab's samplers for difflab,
-diffusers' schedulers for the diffusers model: DDIM, SDE-DPM-Solver++(2M) and Euler ancestral, 50 steps each;
-difflab also its predictor-corrector sampler, 25 steps x 2 NFE) and with
-1000-step DDPM (``--ddpm-n`` samples: 1000 images take ~56 min for difflab, ~85 for diffusers here), all drawn with the selection seed ``--select-seed`` and scored by
+sampler at <= 50 NFE (difflab's samplers for difflab, diffusers' schedulers for the diffusers model: DDIM,
+SDE-DPM-Solver++(2M) and Euler ancestral, 50 steps each; difflab also its predictor-corrector sampler, 25 steps
+x 2 NFE) and with 1000-step DDPM (``--ddpm-n`` samples, shown but not a candidate: 1.25 and 2.2 s per image for
+difflab and diffusers here, ~21 and ~37 min for 1000; with ``--ddpm-n 100`` the whole script takes ~75 min),
+all drawn with the selection seed ``--select-seed`` and scored by
 ``difflab.metrics.evaluate_samples`` with the same extractor: the small MNIST classifier (``--classifier``
 folder, trained here if missing) - the Inception network's weights cannot be downloaded on this machine.
 Each side's best <= 50 NFE sampler on those samples is then drawn again with the reported seeds ``--seed``
@@ -148,9 +149,9 @@ def phase_train_diffusers(a, work: Path) -> dict:
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
-    from tqdm.auto import tqdm
 
     import difflab as dl
+    from difflab.progress import progress_bar
     from difflab.train import EMA, lr_at
     data = dl.load_dataset("mnist", a.data_dir, _train_range(a))
     torch.manual_seed(a.seed)
@@ -161,7 +162,7 @@ def phase_train_diffusers(a, work: Path) -> dict:
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, fused=True, **RECIPE_ADAMW)
     ema = EMA(unet, cfg.ema_decay)
     budget, step, losses = (math.inf if cfg.minutes is None else 60.0 * cfg.minutes), 0, []
-    bar = None if a.no_progress or a.quick else tqdm(total=int(budget), desc="diffusers recipe", unit="s")
+    bar = None if a.no_progress or a.quick else progress_bar(total=int(budget), desc="diffusers recipe", unit="s")
     unet.train()
     start = time.perf_counter()
     while (now := time.perf_counter()) - start < budget and (cfg.steps is None or step < cfg.steps):
@@ -181,7 +182,7 @@ def phase_train_diffusers(a, work: Path) -> dict:
         losses.append(loss.item())
         if bar is not None:
             bar.set_postfix(step=step, loss=f"{losses[-1]:.4f}", refresh=False)
-            bar.update(min(now - start, budget) - bar.n)   # redrawn every mininterval, not every step
+            bar.update(int(min(now - start, budget)) - bar.n)   # whole seconds; redrawn every mininterval
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -237,14 +238,15 @@ def _sample_diffusers(a, work: Path, side: str, label: str, n: int, seed: int):
     import diffusers
     import torch
     from diffusers import UNet2DModel
-    from tqdm.auto import tqdm
+
+    from difflab.progress import progress_bar
     _, cls, steps, opts = next(s for s in DIFFUSERS_SAMPLERS if s[0] == label)
     steps = _steps(a, steps)
     unet = UNet2DModel.from_pretrained(work / "diffusers" / "unet").eval()
     base = diffusers.DDPMScheduler.from_pretrained(work / "diffusers" / "scheduler")
     sched = getattr(diffusers, cls).from_config(base.config, **opts)
     out = []
-    bar = None if a.no_progress else tqdm(total=n * steps, desc=f"diffusers {label}", unit="img-step")
+    bar = None if a.no_progress else progress_bar(total=n * steps, desc=f"diffusers {label}", unit="img-step")
     for b0 in range(0, n, a.sample_batch):
         nb = min(a.sample_batch, n - b0)
         g = torch.Generator().manual_seed(seed * 100003 + b0)

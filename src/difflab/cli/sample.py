@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import DifflabError
 from .common import add_device_arg, add_progress_arg, floats, parse_opts, setup_device
@@ -70,6 +71,13 @@ def add_guidance_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier-interval", metavar="LO,HI",
                    help="classifier guidance only where sigma/alpha lies in (LO, HI], e.g. 0,80 to keep a learned "
                         "classifier's gradient off the near-pure-noise top of the schedule")
+    p.add_argument("--clip-x0", type=float, metavar="C",
+                   help="clip the (guided) x0 estimate to [-C, C] at every step (static thresholding)")
+    p.add_argument("--x0-threshold", type=float, metavar="P",
+                   help="dynamic thresholding of the (guided) x0 estimate at quantile P, e.g. 0.995 (Saharia et al. "
+                        "2022)")
+    p.add_argument("--x0-threshold-max", type=float, default=math.inf, metavar="M",
+                   help="cap of the dynamic threshold's scale (default: none; 1 = clipping at 1)")
 
 
 def interval_arg(text: str | None, flag: str) -> tuple[float, float] | None:
@@ -108,8 +116,11 @@ def guidance_from_args(den, args: argparse.Namespace, n: int):
         if classifier.schedule is None:
             raise DifflabError(f"{args.guide_classifier} is a classifier of clean images; classifier guidance needs "
                                f"a noise-aware one (difflab train-classifier --noisy)")
+    if args.x0_threshold_max != math.inf and args.x0_threshold is None:
+        raise DifflabError("--x0-threshold-max needs dynamic thresholding (--x0-threshold P)")
     den = guided_denoiser(den, args.guidance, autoguide, interval, args.guidance_rescale, classifier,
-                          args.classifier_scale if classifier is not None else 0.0, classifier_interval)
+                          args.classifier_scale if classifier is not None else 0.0, classifier_interval,
+                          args.clip_x0, args.x0_threshold, args.x0_threshold_max)
     return den, cond, nrow
 
 

@@ -2,6 +2,7 @@
 
 * :class:`ClassifierFreeGuidance`, :class:`Autoguidance` (with the guidance interval and rescaling),
   :class:`ClassifierGuidance`;
+* :class:`ThresholdedDenoiser`: static clipping or dynamic thresholding of the (guided) x0 estimate;
 * :class:`ConstrainedDenoiser` for inpainting and super-resolution, :func:`inpaint`, :func:`super_resolve`,
   :func:`img2img` (SDEdit).
 
@@ -10,6 +11,7 @@ weaker model of autoguidance), w > 1 guides.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from torch import Tensor
@@ -18,11 +20,13 @@ from ..errors import DifflabError
 from .base import DenoiserWrapper
 from .cfg import Autoguidance, ClassifierFreeGuidance, rescale_guided
 from .classifier import ClassifierGuidance
+from .thresholding import ThresholdedDenoiser, dynamic_threshold
 from .editing import (MASKS, POSTERIORS, ConstrainedDenoiser, LinearOperator, bicubic_upsample, conjugate_gradient,
                       downsampling_operator, img2img, inpaint, inpainting_operator, make_mask, super_resolve)
 
 __all__ = ["DenoiserWrapper", "ClassifierFreeGuidance", "Autoguidance", "ClassifierGuidance", "rescale_guided",
-           "ConstrainedDenoiser", "LinearOperator", "POSTERIORS", "conjugate_gradient", "inpainting_operator", "downsampling_operator", "make_mask", "MASKS", "inpaint",
+           "ThresholdedDenoiser", "dynamic_threshold", "ConstrainedDenoiser", "LinearOperator", "POSTERIORS",
+           "conjugate_gradient", "inpainting_operator", "downsampling_operator", "make_mask", "MASKS", "inpaint",
            "super_resolve", "img2img", "bicubic_upsample", "guided_denoiser", "class_labels"]
 
 
@@ -30,11 +34,13 @@ def guided_denoiser(denoiser: Any, scale: float = 1.0, autoguide: Any | None = N
                     interval: tuple[float, float] | None = None, rescale: float = 0.0,
                     classifier: Callable[[Tensor, Tensor], Tensor] | None = None,
                     classifier_scale: float = 0.0,
-                    classifier_interval: tuple[float, float] | None = None) -> Any:
+                    classifier_interval: tuple[float, float] | None = None, clip_x0: float | None = None,
+                    threshold: float | None = None, threshold_max: float = math.inf) -> Any:
     """The denoiser with the guidance asked for: autoguidance by ``autoguide`` (a weaker denoiser) or, for a
     class-conditional model, classifier-free guidance, at ``scale`` (1: none) on the noise levels of
     ``interval``; then classifier guidance by ``classifier`` at ``classifier_scale`` (0: none) on those of
-    ``classifier_interval``."""
+    ``classifier_interval``; last, the guided estimate clipped to ``[-clip_x0, clip_x0]`` or dynamically
+    thresholded at quantile ``threshold`` (:class:`ThresholdedDenoiser`; None: neither)."""
     if scale != 1.0 or interval is not None or rescale:
         if autoguide is not None:
             denoiser = Autoguidance(denoiser, autoguide, scale, interval, rescale)
@@ -49,6 +55,8 @@ def guided_denoiser(denoiser: Any, scale: float = 1.0, autoguide: Any | None = N
         raise DifflabError("a classifier guidance interval needs classifier guidance (a classifier and a scale)")
     if classifier is not None and classifier_scale:
         denoiser = ClassifierGuidance(denoiser, classifier, classifier_scale, interval=classifier_interval)
+    if clip_x0 is not None or threshold is not None:
+        denoiser = ThresholdedDenoiser(denoiser, clip_x0, threshold, threshold_max)
     return denoiser
 
 
