@@ -76,7 +76,8 @@ def test_wrapper_thresholds_the_guided_estimate_and_passes_the_nfe_through():
 
 @pytest.mark.parametrize("kw, msg", [({}, "either"), ({"clip": 1.0, "ratio": 0.9}, "either"),
                                      ({"clip": 0.0}, "clip value"), ({"ratio": 0.0}, "quantile"),
-                                     ({"ratio": 1.5}, "quantile"), ({"ratio": 0.9, "max_value": 0.5}, "maximum")])
+                                     ({"ratio": 1.5}, "quantile"), ({"ratio": 0.9, "max_value": 0.5}, "maximum"),
+                                     ({"clip": 1.0, "max_value": 2.0}, "needs dynamic thresholding")])
 def test_bad_settings_are_refused(kw, msg):
     strong, _ = _denoisers()
     with pytest.raises(DifflabError, match=msg):

@@ -72,7 +72,9 @@ def add_guidance_args(p: argparse.ArgumentParser) -> None:
                    help="classifier guidance only where sigma/alpha lies in (LO, HI], e.g. 0,80 to keep a learned "
                         "classifier's gradient off the near-pure-noise top of the schedule")
     p.add_argument("--clip-x0", type=float, metavar="C",
-                   help="clip the (guided) x0 estimate to [-C, C] at every step (static thresholding)")
+                   help="clip the (guided) x0 estimate to [-C, C] at every step (static thresholding; a model "
+                        "saved with clip_x0 already clips its own estimate; inpaint/superres apply their "
+                        "constraint after it)")
     p.add_argument("--x0-threshold", type=float, metavar="P",
                    help="dynamic thresholding of the (guided) x0 estimate at quantile P, e.g. 0.995 (Saharia et al. "
                         "2022)")

@@ -54,6 +54,8 @@ class ThresholdedDenoiser(DenoiserWrapper):
             raise DifflabError(f"dynamic x0 threshold quantile must be in (0, 1], got {ratio}")
         if not max_value >= 1:
             raise DifflabError(f"dynamic x0 threshold maximum must be >= 1, got {max_value}")
+        if clip is not None and max_value != math.inf:
+            raise DifflabError("a maximum of the dynamic threshold needs dynamic thresholding, not a static clip")
         self.clip, self.ratio, self.max_value = clip, ratio, float(max_value)
 
     def forward(self, x_t: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
