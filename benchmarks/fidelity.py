@@ -1,10 +1,10 @@
-"""Sample fidelity per CPU-minute (issue 15): precision, recall and FD of the unconditional ``difflab train``
+r"""Sample fidelity per CPU-minute (issue 15): precision, recall and FD of the unconditional ``difflab train``
 defaults on MNIST against the real-vs-real floor, and how far each lever moves them.
 
     python benchmarks/fidelity.py [--budgets 10] [--n 1000] [--classifier DIR] [--work runs/fidelity]
                                   [--train '{"ema_decay": 0.9995}'] [--network '{"channels": [32, 64, 64]}']
                                   [--weak-fractions 0.3] [--scales 1.5,2,3] [--guided-samplers ddim,sde]
-                                  [--grids default,trailing]
+                                  [--grids default,trailing] [--intervals none,0.28:5.42]
     python benchmarks/fidelity.py --quick --work /tmp/fidelity     # every phase at toy sizes, seconds
 
 For each budget B in ``--budgets`` (minutes of this CPU, alone): one run of the ``difflab train --data mnist``
@@ -21,6 +21,10 @@ and ``--n`` samples:
 * ``ag<F>-<W>``: autoguidance by the checkpoint at fraction F with scale W (W = 1: the model alone),
   DDIM 25 steps, two evaluations each (50 NFE); ``ag<F>-<W>-sde`` (``--guided-samplers ddim,sde``): the same
   with SDE-DPM-Solver++(2M) 25 steps (stochastic sampling and guidance together);
+* ``<guided>~<lo>_<hi>`` (``--intervals``): a guided setting with its guidance limited to the noise levels
+  :math:`\sigma/\alpha \in (lo, hi]` (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval improves
+  sample and distribution quality in diffusion models"); outside it the model alone, one evaluation a step, so
+  such a setting spends fewer than 50 NFE;
 * ``<setting>@<grid>`` (``--grids``): each of the above on another time grid
   (:func:`difflab.sampling.time_grid`).  The default grid of the T = 1000 table is the leading spacing, whose
   first step is at table index (steps - 1) T / steps (about t = 1 - 1/steps: 0.96 at 25 steps), not at t = 1
@@ -55,6 +59,8 @@ from pathlib import Path
 import torch
 
 import difflab as dl
+from difflab.errors import DifflabError
+from difflab.guidance.base import check_interval
 from difflab.io import atomic_write_json
 from difflab.sampling.grids import GRIDS
 
@@ -82,8 +88,9 @@ def settings(a) -> list[str]:
     """``ag<F>-<W>``: autoguidance with DDIM 25 (the first guided rows' name); ``ag<F>-<W>-sde``: with
     SDE-DPM-Solver++(2M) 25.  Each of them again on every other time grid of ``--grids`` as ``<name>@<grid>``
     (the unsuffixed names use the ``default`` grid: for the T = 1000 table, the leading spacing)."""
-    names = list(BASE) + [f"ag{f:g}-{w:g}" + ("" if g == "ddim" else f"-{g}")
-                          for g in a.guided_samplers for f in a.weak_fractions for w in a.scales]
+    guided = [f"ag{f:g}-{w:g}" + ("" if g == "ddim" else f"-{g}")
+              for g in a.guided_samplers for f in a.weak_fractions for w in a.scales]
+    names = list(BASE) + [s + ("" if iv is None else f"~{iv[0]:g}_{iv[1]:g}") for iv in a.intervals for s in guided]
     return names + [f"{s}@{grid}" for grid in a.grids if grid != "default" for s in names]
 
 
@@ -133,8 +140,10 @@ def draw(a, work: Path, budget: float, setting: str, seed: int) -> tuple[torch.T
     if setting in BASE:
         sampler, steps = BASE[setting]
     else:
+        setting, _, interval = setting.partition("~")
         f, w, *g = setting[2:].split("-")
-        den = Autoguidance(den, _weak(run, float(f), a.weak_fractions), float(w))
+        den = Autoguidance(den, _weak(run, float(f), a.weak_fractions), float(w),
+                           tuple(float(v) for v in interval.split("_")) if interval else None)
         sampler, steps = GUIDED_SAMPLERS[g[0] if g else "ddim"]
     t0 = time.perf_counter()
     res = dl.sample(den, n=a.n, sampler=sampler, steps=_steps(a, steps), grid=grid or "default", seed=seed,
@@ -252,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grids", default="default", help=f"time grids each setting is drawn on as well, of {list(GRIDS)} "
                                                        "(the default grid always)")
     ap.add_argument("--guided-samplers", default="ddim", help=f"samplers of the guided settings, of {sorted(GUIDED_SAMPLERS)}")
+    ap.add_argument("--intervals", default="none", help="guidance intervals LO:HI in sigma/alpha each guided setting "
+                                                        "is drawn with, 'none' for every noise level, e.g. none,0.28:5.42")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--classifier", type=classifier_folder, help="MNIST classifier folder (difflab train-classifier); else trained here")
@@ -267,6 +278,11 @@ def main(argv=None) -> int:
     if unknown := set(a.guided_samplers) - set(GUIDED_SAMPLERS):
         ap.error(f"--guided-samplers: unknown {sorted(unknown)}; known: {sorted(GUIDED_SAMPLERS)}")
     a.grids = [v.strip() for v in a.grids.split(",")]
+    try:
+        a.intervals = [None if v.strip() == "none" else check_interval(tuple(float(x) for x in v.split(":")))
+                       for v in a.intervals.split(",")]
+    except (ValueError, DifflabError) as e:
+        ap.error(f"--intervals: {e} (LO:HI or none, comma-separated)")
     if unknown := set(a.grids) - set(GRIDS):
         ap.error(f"--grids: unknown {sorted(unknown)}; known: {list(GRIDS)}")
     if a.select_seed == a.seed:

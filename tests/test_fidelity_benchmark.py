@@ -68,3 +68,28 @@ def test_unknown_grid_is_refused_at_parsing(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         _load().main(["--quick", "--work", str(tmp_path), "--grids", "default,trailng"])
     assert e.value.code == 2 and "--grids: unknown ['trailng']" in capsys.readouterr().err
+
+
+def test_guidance_intervals_are_settings_of_their_own(tmp_path, monkeypatch):
+    """``--intervals none,LO:HI``: each guided setting again with guidance only where sigma/alpha is in (LO, HI],
+    named ``<setting>~LO_HI``; the base settings are drawn once."""
+    bench = _load()
+    seen = {}
+    sample = bench.dl.sample
+    monkeypatch.setattr(bench.dl, "sample", lambda den, **kw: seen.setdefault(kw["seed"], []).append(
+        getattr(den, "interval", "unguided")) or sample(den, **kw))
+    assert bench.main(["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "2",
+                       "--guided-samplers", "sde", "--intervals", "none,0.5:2"]) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())["budgets"]["10"]
+    assert list(s["selection"]) == ["ddim-50", "ddim-25", "sde-50", "ag0.3-2-sde", "ag0.3-2-sde~0.5_2"]
+    assert seen[100] == ["unguided"] * 3 + [None, (0.5, 2.0)]
+    assert s["selection"]["ag0.3-2-sde~0.5_2"]["nfe"] <= s["selection"]["ag0.3-2-sde"]["nfe"] == 4
+
+
+@pytest.mark.parametrize("value, message", [("2:1", "0 <= lo < hi"), ("0.3", "two noise levels"),
+                                            ("a:b", "could not convert")])
+def test_bad_interval_is_refused_at_parsing(tmp_path, capsys, value, message):
+    with pytest.raises(SystemExit) as e:
+        _load().main(["--quick", "--work", str(tmp_path), "--intervals", f"none,{value}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--intervals" in err and message in err
