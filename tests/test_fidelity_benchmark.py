@@ -84,6 +84,14 @@ def test_guidance_intervals_are_settings_of_their_own(tmp_path, monkeypatch):
     assert list(s["selection"]) == ["ddim-50", "ddim-25", "sde-50", "ag0.3-2-sde", "ag0.3-2-sde~0.5_2"]
     assert seen[100] == ["unguided"] * 3 + [None, (0.5, 2.0)]
     assert s["selection"]["ag0.3-2-sde~0.5_2"]["nfe"] <= s["selection"]["ag0.3-2-sde"]["nfe"] == 4
+    # --report: a setting reported on the reported seed besides DDIM 50 and the chosen one, with its target
+    assert bench.main(["--quick", "--work", str(tmp_path), "--no-progress", "--scales", "2", "--guided-samplers", "sde",
+                       "--intervals", "none,0.5:2", "--report", "ag0.3-2-sde~0.5_2,sde-50"]) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())["budgets"]["10"]
+    assert list(s["reported"])[0] == "ddim-50" and {"ag0.3-2-sde~0.5_2", "sde-50"} <= set(s["reported"])
+    assert all(q["seed"] == 0 for q in s["reported"].values())
+    assert set(s["target_also_reported"]) == set(s["reported"]) - {"ddim-50", s["chosen"]}
+    assert len(seen[0]) == len(s["reported"])     # only the reported sets drawn with seed 0, each once
 
 
 @pytest.mark.parametrize("value, message", [("2:1", "0 <= lo < hi"), ("0.3", "two noise levels"),
@@ -93,3 +101,9 @@ def test_bad_interval_is_refused_at_parsing(tmp_path, capsys, value, message):
         _load().main(["--quick", "--work", str(tmp_path), "--intervals", f"none,{value}"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--intervals" in err and message in err
+
+
+def test_report_must_name_a_setting(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _load().main(["--quick", "--work", str(tmp_path), "--scales", "2", "--report", "ag0.3-3"])
+    assert e.value.code == 2 and "--report: ['ag0.3-3'] not among the settings" in capsys.readouterr().err
