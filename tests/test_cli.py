@@ -66,6 +66,7 @@ def test_train_defaults_are_the_fidelity_recipe_and_print_the_autoguided_command
     cmd = hint[0].split(": ", 1)[1].split()
     assert cmd[:3] == ["difflab", "sample", str(run)] and cmd[cmd.index("--autoguide") + 1] == str(
         run / "milestones" / "step_0000003")
+    assert cmd[cmd.index("--guidance") + 1] == "3" and cmd[cmd.index("--guidance-interval") + 1] == "0.28,5.42"
     assert main(cmd[1:] + ["--n", "4", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
     assert (tmp_path / "s" / "dpmpp_2m_sde_25_seed0.npz").exists()
     assert main(base + ["--batch-size", "8", "--milestones", "none", "--out", str(tmp_path / "r2")]) == 0
