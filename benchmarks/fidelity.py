@@ -289,13 +289,13 @@ def main(argv=None) -> int:
     if unknown := set(a.guided_samplers) - set(GUIDED_SAMPLERS):
         ap.error(f"--guided-samplers: unknown {sorted(unknown)}; known: {sorted(GUIDED_SAMPLERS)}")
     a.grids = [v.strip() for v in a.grids.split(",")]
+    if unknown := set(a.grids) - set(GRIDS):
+        ap.error(f"--grids: unknown {sorted(unknown)}; known: {list(GRIDS)}")
     try:
         a.intervals = [None if v.strip() == "none" else check_interval(tuple(float(x) for x in v.split(":")))
                        for v in a.intervals.split(",")]
     except (ValueError, DifflabError) as e:
         ap.error(f"--intervals: {e} (LO:HI or none, comma-separated)")
-    if unknown := set(a.grids) - set(GRIDS):
-        ap.error(f"--grids: unknown {sorted(unknown)}; known: {list(GRIDS)}")
     a.report = [v.strip() for v in a.report.split(",") if v.strip()]
     if unknown := [v for v in a.report if v not in settings(a)]:
         ap.error(f"--report: {unknown} not among the settings {settings(a)}")
