@@ -66,6 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latent", metavar="AE_RUN",
                    help="train in the latent space of this autoencoder (a difflab train-autoencoder run); the "
                         "data's encodings are cached, samples are decoded")
+    p.add_argument("--network", help="network type instead of the data's default: unet, or unet_mp (EDM2's "
+                                     "magnitude-preserving UNet; give it a larger --lr, e.g. 1e-2)")
     p.add_argument("--channels", help="UNet widths per level, e.g. 32,64,64")
     p.add_argument("--layers-per-block", type=int)
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.minutes is None and args.steps is None:
             raise DifflabError("give a training budget: --steps N or --minutes M")
-        network = {k: v for k, v in (("channels", args.channels and ints(args.channels)),
+        network = {k: v for k, v in (("type", args.network), ("channels", args.channels and ints(args.channels)),
                                      ("layers_per_block", args.layers_per_block),
                                      ("attention_levels", None if args.attention_levels is None
                                       else ints(args.attention_levels)),

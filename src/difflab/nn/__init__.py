@@ -9,10 +9,11 @@ from ..errors import DifflabError
 from .conditioning import LabelEmbedding, check_labels
 from .defaults import default_network
 from .mlp import MLP
+from .mp import MPUNet
 from .unet import UNet, timestep_embedding
 from .wavenet import WaveNet
 
-NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP, "wavenet": WaveNet}
+NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "unet_mp": MPUNet, "mlp": MLP, "wavenet": WaveNet}
 
 
 def build_network(cfg: dict[str, Any]) -> nn.Module:
@@ -27,5 +28,5 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
         raise DifflabError(f"bad network config: {e}") from None
 
 
-__all__ = ["MLP", "UNet", "WaveNet", "timestep_embedding", "build_network", "default_network", "NETWORKS",
+__all__ = ["MLP", "UNet", "MPUNet", "WaveNet", "timestep_embedding", "build_network", "default_network", "NETWORKS",
            "LabelEmbedding", "check_labels"]
