@@ -192,3 +192,15 @@ def test_cli_trains_the_mp_network_and_samples_it(tmp_path, capsys):
     assert json.loads((run / "checkpoints" / "step_0000003" / "config.json").read_text())["network"]["type"] == "unet_mp"
     assert main(["sample", str(run), "--n", "2", "--steps", "3", "--out", str(tmp_path / "s"), "--no-progress"]) == 0
     assert main(["train", "--data", "digits", "--steps", "1", "--network", "resnet", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_encoder_blocks_pixel_normalise_their_input():
+    """An encoder block normalises each position's channel vector first, so scaling its input (per position)
+    changes nothing; a decoder block has no such normalisation."""
+    from difflab.nn.mp import MPBlock
+    torch.manual_seed(0)
+    x, emb = torch.randn(2, 8, 6, 6), torch.randn(2, 16)
+    scale = torch.rand(2, 1, 6, 6) * 10 + 0.5
+    enc, dec = MPBlock(8, 16, 16, "enc").eval(), MPBlock(8, 16, 16, "dec").eval()
+    assert torch.allclose(enc(x * scale, emb), enc(x, emb), atol=1e-3)   # up to normalize's epsilon
+    assert (dec(x * scale, emb) - dec(x, emb)).abs().max() > 0.1

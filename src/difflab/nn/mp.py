@@ -110,14 +110,14 @@ class MPBlock(nn.Module):
         self.flavor, self.resample, self.dropout = flavor, resample, dropout
         self.res_balance, self.attn_balance, self.clip_act = res_balance, attn_balance, clip_act
         self.emb_gain = nn.Parameter(torch.zeros([]))
-        self.conv_res0 = MPConv(c_out if flavor == "enc" else c_in, c_out, (3, 3))
-        self.emb_linear = MPConv(c_emb, c_out)
-        self.conv_res1 = MPConv(c_out, c_out, (3, 3))
-        self.conv_skip = MPConv(c_in, c_out, (1, 1)) if c_in != c_out else None
+        self.conv1 = MPConv(c_out if flavor == "enc" else c_in, c_out, (3, 3))
+        self.emb_proj = MPConv(c_emb, c_out)
+        self.conv2 = MPConv(c_out, c_out, (3, 3))
+        self.skip = MPConv(c_in, c_out, (1, 1)) if c_in != c_out else None
         self.heads = max(c_out // head_dim, 1) if attention else 0
         if attention:
-            self.attn_qkv = MPConv(c_out, 3 * c_out, (1, 1))
-            self.attn_proj = MPConv(c_out, c_out, (1, 1))
+            self.qkv = MPConv(c_out, 3 * c_out, (1, 1))
+            self.attn_out = MPConv(c_out, c_out, (1, 1))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         if self.resample == "down":
@@ -125,24 +125,24 @@ class MPBlock(nn.Module):
         elif self.resample == "up":
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         if self.flavor == "enc":
-            if self.conv_skip is not None:
-                x = self.conv_skip(x)
+            if self.skip is not None:
+                x = self.skip(x)
             x = normalize(x, dim=1)                                       # pixel norm
-        y = self.conv_res0(mp_silu(x))
-        c = self.emb_linear(emb, gain=self.emb_gain) + 1
+        y = self.conv1(mp_silu(x))
+        c = self.emb_proj(emb, gain=self.emb_gain) + 1
         y = mp_silu(y * c[:, :, None, None].to(y.dtype))
         if self.training and self.dropout:
             y = F.dropout(y, p=self.dropout)
-        y = self.conv_res1(y)
-        if self.flavor == "dec" and self.conv_skip is not None:
-            x = self.conv_skip(x)
+        y = self.conv2(y)
+        if self.flavor == "dec" and self.skip is not None:
+            x = self.skip(x)
         x = mp_sum(x, y, self.res_balance)
         if self.heads:
             B, C, H, W = x.shape
-            qkv = self.attn_qkv(x).reshape(B, self.heads, C // self.heads, 3, H * W)
+            qkv = self.qkv(x).reshape(B, self.heads, C // self.heads, 3, H * W)
             q, k, v = normalize(qkv, dim=2).unbind(3)                    # cosine attention
             a = F.scaled_dot_product_attention(*(z.transpose(-1, -2) for z in (q, k, v)))
-            y = self.attn_proj(a.transpose(-1, -2).reshape(B, C, H, W))
+            y = self.attn_out(a.transpose(-1, -2).reshape(B, C, H, W))
             x = mp_sum(x, y, self.attn_balance)
         return x.clamp(-self.clip_act, self.clip_act) if self.clip_act else x
 
