@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train in the latent space of this autoencoder (a difflab train-autoencoder run); the "
                         "data's encodings are cached, samples are decoded")
     p.add_argument("--network", help="network type instead of the data's default: unet, or unet_mp (EDM2's "
-                                     "magnitude-preserving UNet; give it a larger --lr, e.g. 1e-2)")
+                                     "magnitude-preserving UNet; give it a larger --lr: 0.05 on MNIST)")
     p.add_argument("--channels", help="UNet widths per level, e.g. 32,64,64")
     p.add_argument("--layers-per-block", type=int)
     p.add_argument("--attention-levels", help="levels with self-attention, e.g. 2")
