@@ -5,11 +5,11 @@ Every layer keeps unit-variance activations unit-variance, so nothing drifts in 
 no normalisation layer is needed:
 
 * weights are *forced* to unit norm per output channel: the stored weight is renormalised before every
-  training step's forward, and the layer uses :math:`w_i / \lVert w_i \rVert` (eq. 44-46, "forced weight
+  training step's forward, and the layer uses :math:`w_i / \lVert w_i \rVert` (eq. 47 and 66, "forced weight
   normalisation"), so the effective learning rate does not decay as weights grow;
 * no biases; a constant-one input channel in the stem gives the network a bias-like signal (App. B);
 * :func:`mp_silu`, :func:`mp_sum` (residuals, weight 0.3) and :func:`mp_cat` (skips, weight 0.5) rescale
-  their outputs back to unit variance (eq. 80-88);
+  their outputs back to unit variance (eq. 81, 88, 103);
 * the encoder *pixel-normalises* activations (each position's channel vector to unit RMS) instead of
   GroupNorm; attention is cosine attention (q and k normalised per head);
 * the time (and class) embedding modulates each block multiplicatively, :math:`1 + g\,\mathrm{Linear}(e)` with
@@ -24,7 +24,8 @@ sinusoidal features as :class:`~.unet.UNet` (scaled to unit RMS), so it drops in
 
 EDM2 trains these networks with a larger learning rate than a GroupNorm UNet (Adam, 1e-2 at batch 2048):
 the weights cannot grow, so the learning rate *is* the angular step size.  On MNIST at batch 64 the held-out
-loss after 600 steps fell from 2e-3 to 5e-2 (BENCHMARKS.md, "Guidance interval"): train it with ``lr=0.05``.
+loss after 600 steps kept falling as the rate rose from 2e-3 to 5e-2 (BENCHMARKS.md, "Guidance
+interval"): train it with ``lr=0.05``.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ SILU_STD = 0.596   # sqrt(E[silu(z)^2]) for z ~ N(0, 1) (EDM2 eq. 81)
 
 def normalize(x: Tensor, dim: int | Sequence[int] | None = None, eps: float = 1e-4) -> Tensor:
     r""":math:`x / (\epsilon + \lVert x \rVert / \sqrt{n})` over ``dim`` (default: all but the first): unit RMS
-    over those entries (EDM2 eq. 44, with :math:`\epsilon` keeping zero vectors finite)."""
+    over those entries (:math:`\epsilon` keeps zero vectors finite)."""
     if dim is None:
         dim = list(range(1, x.ndim))
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
@@ -69,7 +70,7 @@ def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
     r"""Concatenate ``a`` (:math:`N_a` channels) and ``b`` (:math:`N_b`) so that ``b`` contributes a fraction
     ``t`` of the magnitude a following layer sees and the result has unit RMS:
     :math:`C = \sqrt{(N_a + N_b) / ((1 - t)^2 + t^2)}`, weights :math:`C (1 - t)/\sqrt{N_a}` and
-    :math:`C t / \sqrt{N_b}` (EDM2 eq. 100-103)."""
+    :math:`C t / \sqrt{N_b}` (EDM2 eq. 103)."""
     na, nb = a.shape[dim], b.shape[dim]
     c = math.sqrt((na + nb) / ((1 - t) ** 2 + t ** 2))
     return torch.cat([a * (c / math.sqrt(na) * (1 - t)), b * (c / math.sqrt(nb) * t)], dim=dim)
@@ -80,7 +81,7 @@ class MPConv(nn.Module):
     normalisation: in training the stored weight is first reset to :func:`normalize` of itself (each output
     channel's fan-in vector to unit RMS), and the layer always uses
     :math:`w_i\, g / (\lVert w_i \rVert)` — unit norm per output channel times a gain :math:`g`
-    (EDM2 eq. 46-47, Algorithm 1)."""
+    (EDM2 eq. 47 and 66)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: Sequence[int] = ()):
         super().__init__()
