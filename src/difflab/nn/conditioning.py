@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..errors import DifflabError
 
-__all__ = ["LabelEmbedding", "check_labels", "embed_label"]
+__all__ = ["LabelEmbedding", "batch_labels", "check_labels", "embed_label"]
 
 
 def check_labels(label: Tensor, num_classes: int, allow_null: bool = True) -> Tensor:
@@ -29,6 +29,16 @@ def check_labels(label: Tensor, num_classes: int, allow_null: bool = True) -> Te
     return label.long()
 
 
+def batch_labels(label: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
+    """One checked int64 label per sample on ``device``; ``None`` is the null label ``num_classes`` for all."""
+    if label is None:
+        return torch.full((batch,), num_classes, dtype=torch.long, device=device)
+    label = check_labels(label, num_classes).to(device)
+    if label.shape != (batch,):
+        raise DifflabError(f"expected one class label per sample ({batch}), got shape {tuple(label.shape)}")
+    return label
+
+
 class LabelEmbedding(nn.Module):
     """``num_classes + 1`` learned vectors of size ``dim`` (the last one is the null label)."""
 
@@ -40,12 +50,7 @@ class LabelEmbedding(nn.Module):
         self.embed = nn.Embedding(num_classes + 1, dim)
 
     def forward(self, label: Tensor | None, batch: int) -> Tensor:
-        if label is None:
-            label = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.embed.weight.device)
-        label = check_labels(label, self.num_classes).to(self.embed.weight.device)
-        if label.shape != (batch,):
-            raise DifflabError(f"expected one class label per sample ({batch}), got shape {tuple(label.shape)}")
-        return self.embed(label)
+        return self.embed(batch_labels(label, self.num_classes, batch, self.embed.weight.device))
 
 
 def embed_label(module: LabelEmbedding | None, label: Tensor | None, batch: int) -> Tensor | None:

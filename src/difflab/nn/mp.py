@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import DifflabError
-from .conditioning import check_labels
+from .conditioning import batch_labels, check_labels
 from .unet import UNet, timestep_embedding
 
 __all__ = ["MPUNet", "MPConv", "normalize", "mp_silu", "mp_sum", "mp_cat"]
@@ -230,12 +230,7 @@ class MPUNet(nn.Module):
         emb = self.emb_noise(fourier.to(x.dtype) * math.sqrt(2))           # sin/cos features at unit RMS
         if self.emb_label is not None:
             n = cfg["num_classes"]
-            if label is None:
-                label = torch.full((x.shape[0],), n, dtype=torch.long)
-            label = check_labels(label, n).to(x.device)
-            if label.shape != (x.shape[0],):
-                raise DifflabError(f"expected one class label per sample ({x.shape[0]}), got shape "
-                                   f"{tuple(label.shape)}")
+            label = batch_labels(label, n, x.shape[0], x.device)
             onehot = F.one_hot(label, n + 1).to(x.dtype) * math.sqrt(n + 1)
             emb = mp_sum(emb, self.emb_label(onehot), cfg["label_balance"])
         elif label is not None:
